@@ -1,0 +1,35 @@
+"""detlite: Determined-style deep learning experiments with no infrastructure.
+
+``import detlite as det`` offers the names Determined's trial code uses. Importing it
+never imports a deep learning framework; framework plugins load when a trial needs them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from detlite import errors
+from detlite.errors import InvalidHP
+from detlite.hookspecs import hookimpl
+from detlite.hparams import Categorical, Constant, Double, Integer, Log
+from detlite.trial import DistributedContext, Trial, TrialContext
+
+try:
+    __version__ = importlib.metadata.version("detlite")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Categorical",
+    "Constant",
+    "DistributedContext",
+    "Double",
+    "Integer",
+    "InvalidHP",
+    "Log",
+    "Trial",
+    "TrialContext",
+    "__version__",
+    "errors",
+    "hookimpl",
+]

@@ -1,0 +1,1 @@
+"""The ``detlite`` command line."""

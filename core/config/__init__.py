@@ -1,0 +1,1 @@
+"""Experiment configuration: Determined's schema, names and defaults, validated once."""

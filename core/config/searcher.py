@@ -1,0 +1,109 @@
+"""The ``searcher`` section: single, random, grid, adaptive_asha and pbt."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+
+from detlite.config._base import ConfigModel
+from detlite.config.length import Length
+
+__all__ = [
+    "REMOVED_SEARCHERS",
+    "SEARCHER_NAMES",
+    "AdaptiveASHAConfig",
+    "ExploreFunction",
+    "GridConfig",
+    "PBTConfig",
+    "RandomConfig",
+    "ReplaceFunction",
+    "SearcherConfig",
+    "SingleConfig",
+]
+
+SEARCHER_NAMES: tuple[str, ...] = ("single", "random", "grid", "adaptive_asha", "pbt")
+# Searchers that Determined deprecated in 0.13.7 and removed in 0.15.0, with what replaces them.
+REMOVED_SEARCHERS: dict[str, str] = {
+    "adaptive": "adaptive_asha",
+    "adaptive_simple": "adaptive_asha",
+    "sync_halving": "adaptive_asha",
+}
+
+
+class _SearcherBase(ConfigModel):
+    metric: str | None = None
+    smaller_is_better: bool = True
+    source_trial_id: int | None = None
+    source_checkpoint_uuid: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _SearcherBase:
+        if self.source_trial_id is not None and self.source_checkpoint_uuid is not None:
+            raise ValueError("set at most one of source_trial_id and source_checkpoint_uuid")
+        return self
+
+
+class _NeedsMetric(_SearcherBase):
+    @model_validator(mode="after")
+    def _metric_given(self) -> _NeedsMetric:
+        if not self.metric:
+            raise ValueError(
+                f"searcher {getattr(self, 'name')!r} needs 'metric': the name of a validation "  # noqa: B009
+                "metric to compare trials by"
+            )
+        return self
+
+
+class SingleConfig(_SearcherBase):
+    name: Literal["single"]
+    max_length: Length
+
+
+class RandomConfig(_SearcherBase):
+    name: Literal["random"]
+    max_length: Length
+    max_trials: PositiveInt
+    max_concurrent_trials: NonNegativeInt = 0
+
+
+class GridConfig(_SearcherBase):
+    name: Literal["grid"]
+    max_length: Length
+    max_concurrent_trials: NonNegativeInt = 0
+
+
+class AdaptiveASHAConfig(_NeedsMetric):
+    name: Literal["adaptive_asha"]
+    max_length: Length
+    max_trials: PositiveInt
+    mode: Literal["aggressive", "standard", "conservative"] = "standard"
+    divisor: float = Field(default=4.0, gt=1)
+    max_rungs: PositiveInt = 5
+    bracket_rungs: list[PositiveInt] = Field(default_factory=list)
+    max_concurrent_trials: NonNegativeInt = 0
+    stop_once: bool = False
+
+
+class ReplaceFunction(ConfigModel):
+    truncate_fraction: float = Field(ge=0, le=0.5)
+
+
+class ExploreFunction(ConfigModel):
+    resample_probability: float = Field(ge=0, le=1)
+    perturb_factor: float = Field(ge=0, le=1)
+
+
+class PBTConfig(_NeedsMetric):
+    name: Literal["pbt"]
+    population_size: PositiveInt
+    num_rounds: PositiveInt
+    length_per_round: Length
+    replace_function: ReplaceFunction
+    explore_function: ExploreFunction
+
+
+SearcherConfig = Annotated[
+    SingleConfig | RandomConfig | GridConfig | AdaptiveASHAConfig | PBTConfig,
+    Field(discriminator="name"),
+]

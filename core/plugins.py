@@ -1,0 +1,348 @@
+"""Finding plugins and calling their hooks, through one small typed facade.
+
+The core never calls ``pm.hook.*`` directly: it asks a ``Plugins`` object for frameworks,
+checkpoint formats, storage backends, resource managers and search methods, and tells it
+about events. ``Plugins.discover()`` builds a fresh plugin manager from the ``detlite``
+entry points every time (nothing loads at import). Each entry point loads, and each
+plugin registers, inside its own ``try``: a broken plugin is recorded in ``failures`` with
+its name and distribution, and the others go on. ``DETLITE_STRICT_PLUGINS=1`` re-raises
+instead; ``DETLITE_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pluggy
+
+from detlite import hookspecs
+from detlite.errors import FrameworkUnavailable, PluginError, UnknownCheckpointFormat
+
+if TYPE_CHECKING:
+    import click
+    from pydantic import BaseModel
+
+    from detlite.interfaces import (
+        CheckpointFormat,
+        FrameworkAdapter,
+        ResourceManager,
+        SearchMethod,
+        StorageBackend,
+    )
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PluginFailure",
+    "PluginInfo",
+    "Plugins",
+    "Registration",
+    "get_plugins",
+]
+
+ENTRY_POINT_GROUP = "detlite"
+KINDS = tuple(hookspecs.REGISTRATION_HOOKS)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One thing a plugin registered: a framework, a format, a backend, a searcher..."""
+
+    kind: str
+    name: str
+    target: object  # the object, or "package.module:Attribute"
+    plugin: str
+    requires: tuple[str, ...] = ()
+    install: str | None = None
+    description: str = ""
+
+    def missing(self) -> list[str]:
+        """The required top-level modules that are not installed (found without importing)."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def is_available(self) -> bool:
+        return not self.missing()
+
+    def load(self) -> Any:
+        """Import (if needed) and return the registered object."""
+        missing = self.missing()
+        if missing:
+            install = self.install or f"pip install {' '.join(missing)}"
+            raise FrameworkUnavailable(self.name, missing, install)
+        if not isinstance(self.target, str):
+            return self.target
+        module_name, _, attr = self.target.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in filter(None, attr.split(".")):
+                obj = getattr(obj, part)
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {self.plugin!r}: cannot load {self.kind} {self.name!r} "
+                f"from {self.target!r}: {exc}"
+            ) from exc
+        return obj
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A plugin that loaded: its entry-point name, module and distribution."""
+
+    name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that failed to load or register, and why."""
+
+    name: str
+    distribution: str | None
+    error: str
+    stage: str  # "load", "register" or "conflict"
+
+
+@dataclass
+class Plugins:
+    """The typed facade over pluggy that the rest of detlite uses."""
+
+    pm: pluggy.PluginManager
+    infos: list[PluginInfo] = field(default_factory=list)
+    failures: list[PluginFailure] = field(default_factory=list)
+    _registry: dict[str, dict[str, Registration]] | None = None
+    _adapters: dict[str, FrameworkAdapter] = field(default_factory=dict)
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls) -> Plugins:
+        """A manager with the hookspecs and no plugins (tests register their own)."""
+        pm = pluggy.PluginManager("detlite")
+        pm.add_hookspecs(hookspecs)
+        return cls(pm)
+
+    @classmethod
+    def discover(cls) -> Plugins:
+        """A fresh manager with every plugin of the ``detlite`` entry-point group."""
+        plugins = cls.empty()
+        disabled = {n.strip() for n in os.environ.get("DETLITE_DISABLE_PLUGINS", "").split(",")}
+        for ep in sorted(_entry_points(), key=lambda e: e.name):
+            if ep.name in disabled:
+                continue
+            dist = ep.dist.name if ep.dist is not None else None
+            version = ep.dist.version if ep.dist is not None else None
+            try:
+                module = ep.load()
+            except Exception as exc:
+                plugins._fail(ep.name, dist, exc, "load")
+                continue
+            plugins.add(module, ep.name, distribution=dist, version=version)
+        return plugins
+
+    def add(
+        self,
+        plugin: object,
+        name: str,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Register a plugin object or module under ``name``."""
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            self._fail(name, distribution, exc, "load")
+            return
+        module = getattr(plugin, "__name__", type(plugin).__qualname__)
+        self.infos.append(PluginInfo(name, module, distribution, version))
+        self._registry = None
+        self._adapters.clear()
+
+    def _fail(self, name: str, dist: str | None, exc: BaseException, stage: str) -> None:
+        if _strict() and stage != "conflict":
+            raise exc
+        self.failures.append(PluginFailure(name, dist, f"{type(exc).__name__}: {exc}", stage))
+
+    def info(self, name: str) -> PluginInfo | None:
+        return next((i for i in self.infos if i.name == name), None)
+
+    # -- registrations ------------------------------------------------------------------
+
+    def registrations(self, kind: str) -> dict[str, Registration]:
+        """Everything registered of one kind, by name, in plugin order."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown registration kind {kind!r}; expected one of {KINDS}")
+        if self._registry is None:
+            self._registry = self._collect()
+        return self._registry[kind]
+
+    def _collect(self) -> dict[str, dict[str, Registration]]:
+        registry: dict[str, dict[str, Registration]] = {k: {} for k in KINDS}
+        for kind, spec in hookspecs.REGISTRATION_HOOKS.items():
+            hook = getattr(self.pm.hook, spec.__name__)
+            # get_hookimpls() lists implementations in registration order (pluggy *calls*
+            # them in reverse); registering in plugin order makes the first one win.
+            for impl in hook.get_hookimpls():
+                self._register_one(kind, impl, registry[kind])
+        return registry
+
+    def _register_one(
+        self, kind: str, impl: Any, into: dict[str, Registration]
+    ) -> None:
+        plugin_name: str = impl.plugin_name
+        staged: list[Registration] = []
+
+        def register(
+            name: str,
+            target: object,
+            *,
+            requires: tuple[str, ...] = (),
+            install: str | None = None,
+            description: str = "",
+        ) -> None:
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"registered {kind} names must be non-empty strings: {name!r}")
+            staged.append(
+                Registration(kind, name, target, plugin_name, tuple(requires), install, description)
+            )
+
+        info = self.info(plugin_name)
+        dist = info.distribution if info else None
+        try:
+            impl.function(register=register)
+        except Exception as exc:
+            self._fail(plugin_name, dist, exc, "register")
+            return
+        for reg in staged:
+            if reg.name in into:
+                first = into[reg.name].plugin
+                conflict = PluginError(
+                    f"{kind} {reg.name!r} is already registered by plugin {first!r}; "
+                    "the first registration is kept"
+                )
+                self._fail(plugin_name, dist, conflict, "conflict")
+                continue
+            into[reg.name] = reg
+
+    def all_registrations(self) -> Iterator[Registration]:
+        for kind in KINDS:
+            yield from self.registrations(kind).values()
+
+    def _load(self, kind: str, name: str, expected: type[T] | None = None) -> Any:
+        regs = self.registrations(kind)
+        if name not in regs:
+            known = ", ".join(regs) or "none"
+            raise PluginError(f"no {kind.replace('_', ' ')} named {name!r}; installed: {known}")
+        return regs[name].load()
+
+    # -- the typed lookups the core uses ------------------------------------------------
+
+    def framework(self, name: str) -> FrameworkAdapter:
+        """The adapter registered as ``name`` (FrameworkUnavailable if not installed)."""
+        if name not in self._adapters:
+            self._adapters[name] = self._load("framework", name)()
+        return self._adapters[name]
+
+    def framework_for(self, trial_class: type) -> FrameworkAdapter:
+        """The adapter that owns ``trial_class``; only installed frameworks are asked."""
+        for name, reg in self.registrations("framework").items():
+            if reg.is_available() and self.framework(name).owns(trial_class):
+                return self.framework(name)
+        unavailable = [r for r in self.registrations("framework").values() if not r.is_available()]
+        hint = "".join(
+            f"; {r.name} is not installed ({r.install or 'pip install ' + ' '.join(r.missing())})"
+            for r in unavailable
+        )
+        raise PluginError(
+            f"no installed framework plugin runs {trial_class.__module__}."
+            f"{trial_class.__qualname__}{hint}"
+        )
+
+    def checkpoint_format(self, name: str) -> CheckpointFormat:
+        regs = self.registrations("checkpoint_format")
+        if name not in regs:
+            known = ", ".join(regs) or "none"
+            raise UnknownCheckpointFormat(
+                f"no plugin reads checkpoint format {name!r} (installed formats: {known}); "
+                "install the plugin that wrote it"
+            )
+        fmt: CheckpointFormat = regs[name].load()()
+        return fmt
+
+    def storage_backend(self, name: str) -> type[StorageBackend]:
+        cls: type[StorageBackend] = self._load("storage", name)
+        return cls
+
+    def resource_manager(self, name: str) -> type[ResourceManager]:
+        cls: type[ResourceManager] = self._load("resource_manager", name)
+        return cls
+
+    def search_method(self, name: str) -> type[SearchMethod]:
+        cls: type[SearchMethod] = self._load("searcher", name)
+        return cls
+
+    def searcher_config_models(self, *, exclude: tuple[str, ...] = ()) -> dict[str, type[BaseModel]]:
+        """The config models of plugin search methods that are installed, by name."""
+        models: dict[str, type[BaseModel]] = {}
+        for name, reg in self.registrations("searcher").items():
+            if name in exclude or not reg.is_available():
+                continue
+            try:
+                models[name] = reg.load().config_model
+            except Exception as exc:  # a broken searcher must not break config loading
+                self._fail(reg.plugin, None, exc, "register")
+        return models
+
+    # -- everything else ----------------------------------------------------------------
+
+    def add_commands(self, cli: click.Group) -> None:
+        for impl in self.pm.hook.detlite_register_commands.get_hookimpls():
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:
+                info = self.info(impl.plugin_name)
+                self._fail(impl.plugin_name, info.distribution if info else None, exc, "register")
+
+    def trial_started(
+        self, experiment_id: int | None, trial_id: int | None, hparams: Mapping[str, Any]
+    ) -> None:
+        self.pm.hook.detlite_trial_started(
+            experiment_id=experiment_id, trial_id=trial_id, hparams=hparams
+        )
+
+    def checkpoint_saved(self, path: str, metadata: Mapping[str, Any]) -> None:
+        self.pm.hook.detlite_checkpoint_saved(path=path, metadata=metadata)
+
+    def trial_finished(self, experiment_id: int | None, trial_id: int | None, state: str) -> None:
+        self.pm.hook.detlite_trial_finished(
+            experiment_id=experiment_id, trial_id=trial_id, state=state
+        )
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    # Several installs of one distribution (an editable and a wheel) can list the same entry
+    # point twice; keep the first of each name.
+    seen: dict[str, importlib.metadata.EntryPoint] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        seen.setdefault(ep.name, ep)
+    return list(seen.values())
+
+
+def _strict() -> bool:
+    return os.environ.get("DETLITE_STRICT_PLUGINS", "").lower() in {"1", "true", "yes"}
+
+
+@functools.lru_cache(maxsize=1)
+def get_plugins() -> Plugins:
+    """The process-wide plugins, discovered on first use. Tests build their own."""
+    return Plugins.discover()

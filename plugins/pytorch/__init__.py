@@ -1,0 +1,1 @@
+"""detlite.pytorch: PyTorch trials. Importing this package never imports torch."""

@@ -1,0 +1,1 @@
+"""detlite.tensorflow: TensorFlow trials. Importing this package never imports tensorflow."""

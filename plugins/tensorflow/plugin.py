@@ -1,0 +1,18 @@
+"""The TensorFlow plugin's registrations. Never imports tensorflow."""
+
+from __future__ import annotations
+
+from detlite.hookspecs import Register, hookimpl
+
+INSTALL = "pip install 'detlite[tensorflow]'"
+
+
+@hookimpl
+def detlite_register_frameworks(register: Register) -> None:
+    register(
+        "tensorflow",
+        "detlite.tensorflow.adapter:TensorFlowAdapter",
+        requires=("tensorflow",),
+        install=INSTALL,
+        description="TensorFlowTrial: custom TF2 training steps, SavedModel export",
+    )
