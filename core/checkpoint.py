@@ -101,7 +101,9 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         metadata = json.loads(meta_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptCheckpoint(f"{meta_path} is not valid JSON ({exc}); it may be truncated") from exc
+        raise CorruptCheckpoint(
+            f"{meta_path} is not valid JSON ({exc}); it may be truncated"
+        ) from exc
     if not isinstance(metadata, dict):
         raise CorruptCheckpoint(f"{meta_path} must hold a JSON object")
     missing = [k for k in REQUIRED_METADATA if k not in metadata]

@@ -3,15 +3,15 @@
 The tree::
 
     DetliteError
-    ├── InvalidExperimentConfig      (also ValueError) a config failed validation; lists every problem
-    ├── InvalidExperiment            (also ValueError) the experiment cannot run as written
+    ├── InvalidExperimentConfig      (ValueError) a config failed validation; lists every problem
+    ├── InvalidExperiment            (ValueError) the experiment cannot run as written
     ├── InvalidHP                    raised by a trial whose hyperparameters cannot work
-    ├── UnknownHyperparameter        (also ValueError) get_hparam() of a name the trial does not have
+    ├── UnknownHyperparameter        (ValueError) get_hparam() of a name the trial lacks
     ├── PluginError                  a plugin could not be loaded or registered something invalid
-    │   └── FrameworkUnavailable     (also ImportError) a framework is not installed; says how to install it
+    │   └── FrameworkUnavailable     (ImportError) a framework is missing; says how to install it
     ├── SearcherError                a search method was driven in a way it does not allow
     ├── CheckpointError
-    │   ├── CheckpointNotFound       (also FileNotFoundError)
+    │   ├── CheckpointNotFound       (FileNotFoundError)
     │   ├── UnknownCheckpointFormat  metadata.json names a format no plugin registers
     │   └── CorruptCheckpoint        a file is missing, truncated or fails its sha256
     └── APIError                     the master answered with an error
@@ -130,9 +130,7 @@ class FrameworkUnavailable(PluginError, ImportError):
         self.missing = list(missing)
         self.install = install
         names = ", ".join(self.missing)
-        super().__init__(
-            f"{framework} is not available ({names} not installed): {install}"
-        )
+        super().__init__(f"{framework} is not available ({names} not installed): {install}")
 
 
 class SearcherError(DetliteError):

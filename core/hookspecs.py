@@ -99,9 +99,7 @@ def detlite_checkpoint_saved(path: str, metadata: Mapping[str, Any]) -> None:
 
 
 @hookspec
-def detlite_trial_finished(
-    experiment_id: int | None, trial_id: int | None, state: str
-) -> None:
+def detlite_trial_finished(experiment_id: int | None, trial_id: int | None, state: str) -> None:
     """A trial's worker stopped; ``state`` is COMPLETED, CANCELED or ERROR."""
 
 

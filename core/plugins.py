@@ -18,7 +18,7 @@ import importlib.util
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import click
     from pydantic import BaseModel
 
+    from detlite.config import ExperimentConfig
     from detlite.interfaces import (
         CheckpointFormat,
         FrameworkAdapter,
@@ -48,8 +49,6 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "detlite"
 KINDS = tuple(hookspecs.REGISTRATION_HOOKS)
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -196,9 +195,7 @@ class Plugins:
                 self._register_one(kind, impl, registry[kind])
         return registry
 
-    def _register_one(
-        self, kind: str, impl: Any, into: dict[str, Registration]
-    ) -> None:
+    def _register_one(self, kind: str, impl: Any, into: dict[str, Registration]) -> None:
         plugin_name: str = impl.plugin_name
         staged: list[Registration] = []
 
@@ -238,7 +235,7 @@ class Plugins:
         for kind in KINDS:
             yield from self.registrations(kind).values()
 
-    def _load(self, kind: str, name: str, expected: type[T] | None = None) -> Any:
+    def _load(self, kind: str, name: str) -> Any:
         regs = self.registrations(kind)
         if name not in regs:
             known = ", ".join(regs) or "none"
@@ -291,7 +288,9 @@ class Plugins:
         cls: type[SearchMethod] = self._load("searcher", name)
         return cls
 
-    def searcher_config_models(self, *, exclude: tuple[str, ...] = ()) -> dict[str, type[BaseModel]]:
+    def searcher_config_models(
+        self, *, exclude: tuple[str, ...] = ()
+    ) -> dict[str, type[BaseModel]]:
         """The config models of plugin search methods that are installed, by name."""
         models: dict[str, type[BaseModel]] = {}
         for name, reg in self.registrations("searcher").items():
@@ -302,6 +301,22 @@ class Plugins:
             except Exception as exc:  # a broken searcher must not break config loading
                 self._fail(reg.plugin, None, exc, "register")
         return models
+
+    def load_config(self, source: Any) -> ExperimentConfig:
+        """``detlite.config.load_config`` knowing every installed plugin's search method."""
+        from detlite.config import SEARCHER_NAMES, load_config
+
+        return load_config(source, searchers=self.searcher_config_models(exclude=SEARCHER_NAMES))
+
+    def make_search_method(self, config: ExperimentConfig) -> SearchMethod:
+        """The search method a validated config names: built in, or from a plugin."""
+        from detlite.searcher import BUILTIN_SEARCHERS, make_search_method
+
+        if config.searcher_name in BUILTIN_SEARCHERS:
+            return make_search_method(config.searcher)
+        cls: Any = self.search_method(config.searcher_name)
+        method: SearchMethod = cls(config.searcher)
+        return method
 
     # -- everything else ----------------------------------------------------------------
 

@@ -161,7 +161,10 @@ class TrialContext:
             log.warning(
                 "global_batch_size %d does not divide evenly over %d slots; "
                 "training uses %d per slot, %d in all",
-                raw, slots, per_slot, effective,
+                raw,
+                slots,
+                per_slot,
+                effective,
             )
         return effective, per_slot
 

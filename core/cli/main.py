@@ -16,6 +16,7 @@ import click
 
 from detlite import __version__
 from detlite.cli.plugins_cmd import plugins_command
+from detlite.cli.preview import preview_search_command
 from detlite.errors import DetliteError
 from detlite.plugins import get_plugins
 
@@ -31,6 +32,7 @@ def cli(debug: bool) -> None:
 
 
 cli.add_command(plugins_command)
+cli.add_command(preview_search_command)
 
 
 def build_cli() -> click.Group:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PositiveInt, model_validator
 
 from detlite.config._base import ConfigModel
+from detlite.config._errors import problems_error
 
 __all__ = [
     "HP_TYPES",
@@ -45,12 +46,16 @@ class _RangeHP(ConfigModel):
     def _ordered(self) -> _RangeHP:
         lo, hi = getattr(self, "minval"), getattr(self, "maxval")  # noqa: B009
         if lo > hi:
-            raise ValueError(f"minval ({lo}) must be <= maxval ({hi})")
+            raise problems_error(
+                type(self).__name__, [(("maxval",), f"expected a value >= minval ({lo}), got {hi}")]
+            )
         return self
 
     def _require_count(self) -> int:
         if self.count is None:
-            raise ValueError("grid search needs 'count' on every int, double and log hyperparameter")
+            raise ValueError(
+                "grid search needs 'count' on every int, double and log hyperparameter"
+            )
         return self.count
 
 
@@ -79,7 +84,7 @@ class DoubleHP(_RangeHP):
         return rng.uniform(self.minval, self.maxval)
 
     def grid_points(self) -> list[float]:
-        return _linspace(self.minval, self.maxval, IntHP._require_count(self))  # type: ignore[arg-type]
+        return _linspace(self.minval, self.maxval, self._require_count())
 
 
 class LogHP(_RangeHP):
@@ -132,4 +137,3 @@ def _linspace(lo: float, hi: float, count: int) -> list[float]:
         return [(lo + hi) / 2]
     step = (hi - lo) / (count - 1)
     return [lo + i * step for i in range(count - 1)] + [hi]
-

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import model_serializer, model_validator
 
 from detlite.config._base import ConfigModel
+from detlite.config._errors import did_you_mean, problems_error, show
 
 __all__ = ["UNITS", "Length", "Unit"]
 
@@ -27,20 +28,24 @@ class Length(ConfigModel):
             return data
         if not isinstance(data, dict):
             raise ValueError(
-                "expected a mapping with one of batches, records, epochs (e.g. {batches: 100})"
+                "expected a mapping with one of batches, records, epochs (e.g. {batches: 100}), "
+                f"got {show(data)}"
             )
         if set(data) == {"unit", "value"}:
             return data
         keys = list(data)
         if len(keys) != 1 or keys[0] not in UNITS:
             shown = ", ".join(map(str, keys)) or "nothing"
-            raise ValueError(f"expected exactly one of batches, records, epochs; got {shown}")
+            hint = did_you_mean(keys[0], UNITS) if len(keys) == 1 else ""
+            raise ValueError(f"expected exactly one of batches, records, epochs; got {shown}{hint}")
         unit = keys[0]
         value = data[unit]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{unit}: expected a whole number, got {value!r}")
+            raise problems_error(
+                "Length", [((unit,), f"expected a whole number, got {show(value)}")]
+            )
         if value < 0:
-            raise ValueError(f"{unit}: expected a number >= 0, got {value}")
+            raise problems_error("Length", [((unit,), f"expected a number >= 0, got {value}")])
         return {"unit": unit, "value": value}
 
     @model_serializer

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from detlite.config._base import ConfigModel
+from detlite.config._errors import problems_error
 from detlite.config.length import Length
 
 __all__ = [
+    "NEEDS_METRIC",
     "REMOVED_SEARCHERS",
     "SEARCHER_NAMES",
     "AdaptiveASHAConfig",
@@ -20,6 +23,7 @@ __all__ = [
     "ReplaceFunction",
     "SearcherConfig",
     "SingleConfig",
+    "searcher_rule_problems",
 ]
 
 SEARCHER_NAMES: tuple[str, ...] = ("single", "random", "grid", "adaptive_asha", "pbt")
@@ -31,6 +35,38 @@ REMOVED_SEARCHERS: dict[str, str] = {
 }
 
 
+# Searchers that compare trials by a validation metric and cannot run without one.
+NEEDS_METRIC: tuple[str, ...] = ("adaptive_asha", "pbt")
+
+
+def searcher_rule_problems(section: Mapping[str, Any]) -> list[tuple[tuple[str], str]]:
+    """The rules that span several fields of a searcher section, checked on its raw mapping.
+
+    Shared by the models' validators and by the experiment config, which also runs them when
+    some field failed and pydantic skipped the model validators.
+    """
+    problems: list[tuple[tuple[str], str]] = []
+    name = section.get("name")
+    if name in NEEDS_METRIC and not section.get("metric"):
+        problems.append(
+            (
+                ("metric",),
+                f"searcher {name!r} needs the name of a validation metric to compare trials by",
+            )
+        )
+    if (
+        section.get("source_trial_id") is not None
+        and section.get("source_checkpoint_uuid") is not None
+    ):
+        problems.append(
+            (
+                ("source_checkpoint_uuid",),
+                "set at most one of source_trial_id and source_checkpoint_uuid",
+            )
+        )
+    return problems
+
+
 class _SearcherBase(ConfigModel):
     metric: str | None = None
     smaller_is_better: bool = True
@@ -38,21 +74,15 @@ class _SearcherBase(ConfigModel):
     source_checkpoint_uuid: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> _SearcherBase:
-        if self.source_trial_id is not None and self.source_checkpoint_uuid is not None:
-            raise ValueError("set at most one of source_trial_id and source_checkpoint_uuid")
+    def _cross_field_rules(self) -> _SearcherBase:
+        problems = searcher_rule_problems(dict(self))
+        if problems:
+            raise problems_error(type(self).__name__, problems)
         return self
 
 
 class _NeedsMetric(_SearcherBase):
-    @model_validator(mode="after")
-    def _metric_given(self) -> _NeedsMetric:
-        if not self.metric:
-            raise ValueError(
-                f"searcher {getattr(self, 'name')!r} needs 'metric': the name of a validation "  # noqa: B009
-                "metric to compare trials by"
-            )
-        return self
+    """A searcher listed in NEEDS_METRIC; the rule itself lives in searcher_rule_problems."""
 
 
 class SingleConfig(_SearcherBase):

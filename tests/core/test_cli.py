@@ -85,7 +85,7 @@ def test_core_env_shows_all_frameworks_unavailable() -> None:
     proc = run_cli("plugins")
     for name in ("pytorch", "tensorflow", "keras"):
         (row,) = [ln for ln in proc.stdout.splitlines() if ln.startswith(name + " ")]
-        assert f"unavailable: " in row and f"pip install 'detlite[{name}]'" in row
+        assert "unavailable: " in row and f"pip install 'detlite[{name}]'" in row
 
 
 def test_broken_plugin_is_shown_on_stderr(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ from detlite.plugins import Plugins, Registration
 BUILTIN = {"pytorch", "tensorflow", "keras", "searchers"}
 
 
-def make_distribution(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
+def make_distribution(
+    root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]
+) -> None:
     """Lay out an installed distribution (dist-info + modules) the way pip would."""
     info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
     info.mkdir(parents=True)
@@ -43,7 +45,7 @@ GOOD_PLUGIN = """
 
 def test_builtin_plugins_are_discovered_through_entry_points() -> None:
     plugins = Plugins.discover()
-    assert BUILTIN <= {i.name for i in plugins.infos}
+    assert {i.name for i in plugins.infos} >= BUILTIN
     assert all(i.distribution == "detlite" for i in plugins.infos if i.name in BUILTIN)
     frameworks = plugins.registrations("framework")
     assert set(frameworks) >= {"pytorch", "tensorflow", "keras"}
@@ -69,7 +71,7 @@ def test_broken_plugin_is_reported_and_others_load(site: Path) -> None:
     assert failure.stage == "load"
     assert "needs libfoo" in failure.error
     assert "memory" in plugins.registrations("storage")
-    assert BUILTIN <= {i.name for i in plugins.infos}
+    assert {i.name for i in plugins.infos} >= BUILTIN
 
 
 def test_strict_mode_reraises(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,8 +127,12 @@ def test_duplicate_names_keep_the_first_and_report_a_conflict() -> None:
 
 def test_registration_of_missing_module_raises_framework_unavailable() -> None:
     reg = Registration(
-        "framework", "nothing", "nothing_here_xyz.adapter:A", "p",
-        requires=("nothing_here_xyz",), install="pip install 'detlite[nothing]'",
+        "framework",
+        "nothing",
+        "nothing_here_xyz.adapter:A",
+        "p",
+        requires=("nothing_here_xyz",),
+        install="pip install 'detlite[nothing]'",
     )
     assert not reg.is_available()
     with pytest.raises(FrameworkUnavailable) as info:
@@ -137,7 +143,7 @@ def test_registration_of_missing_module_raises_framework_unavailable() -> None:
 
 def test_registration_load_error_names_plugin_and_target() -> None:
     reg = Registration("storage", "bad", "collections:NoSuchThing", "myplugin")
-    with pytest.raises(PluginError, match="plugin 'myplugin'.*'collections:NoSuchThing'"):
+    with pytest.raises(PluginError, match=r"plugin 'myplugin'.*'collections:NoSuchThing'"):
         reg.load()
 
 
@@ -152,12 +158,20 @@ def test_framework_for_unowned_class_says_what_to_install() -> None:
 
     plugins = Plugins.empty()
     plugins.add(
-        type("P", (), {"detlite_register_frameworks": hookimpl(
-            lambda self, register: register(
-                "ghost", "ghost_fw_xyz:Adapter", requires=("ghost_fw_xyz",),
-                install="pip install ghost",
-            )
-        )})(),
+        type(
+            "P",
+            (),
+            {
+                "detlite_register_frameworks": hookimpl(
+                    lambda self, register: register(
+                        "ghost",
+                        "ghost_fw_xyz:Adapter",
+                        requires=("ghost_fw_xyz",),
+                        install="pip install ghost",
+                    )
+                )
+            },
+        )(),
         "ghost",
     )
     with pytest.raises(PluginError, match="ghost is not installed \\(pip install ghost\\)"):
@@ -172,7 +186,8 @@ def test_unknown_registration_kind_is_rejected() -> None:
 def test_facade_matches_the_hookspecs() -> None:
     """Every hook is reachable through the facade, with the spec's argument names."""
     specs = {
-        name: fn for name, fn in vars(hookspecs).items()
+        name: fn
+        for name, fn in vars(hookspecs).items()
         if name.startswith("detlite_") and callable(fn)
     }
     assert len(specs) <= 10, "keep the contract small (STYLE.md: under about ten hooks)"

@@ -1,0 +1,132 @@
+"""Where checkpoints, TensorBoard files and training data live.
+
+``checkpoint_storage`` and ``tensorboard_storage`` take ``shared_fs`` or ``s3``; Determined's
+``gcs`` and ``hdfs`` are named in the error so that an old config fails clearly rather than
+as an unknown type. Every storage carries the checkpoint garbage-collection counts.
+``data_layer`` keeps Determined's three types, which only describe where data is cached.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, NonNegativeInt, model_validator
+
+from detlite.config._base import ConfigModel
+from detlite.config._errors import TypeTag, problems_error, show
+
+__all__ = [
+    "PROPAGATIONS",
+    "AbsolutePath",
+    "DataLayerConfig",
+    "GCSDataLayer",
+    "Propagation",
+    "S3DataLayer",
+    "S3StorageConfig",
+    "SharedFSDataLayer",
+    "SharedFSStorageConfig",
+    "StorageConfig",
+]
+
+Propagation = Literal["rprivate", "private", "rshared", "shared", "rslave", "slave"]
+PROPAGATIONS: tuple[str, ...] = ("rprivate", "private", "rshared", "shared", "rslave", "slave")
+
+
+def _absolute(path: str) -> str:
+    # Containers are POSIX, but a local run on Windows names its own drive paths.
+    if not (PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute()):
+        raise ValueError(f"expected an absolute path, got {show(path)}")
+    return path
+
+
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]
+
+
+class _GarbageCollection(ConfigModel):
+    """How many checkpoints survive garbage collection; the union of the three is kept."""
+
+    save_experiment_best: NonNegativeInt = 0
+    save_trial_best: NonNegativeInt = 1
+    save_trial_latest: NonNegativeInt = 1
+
+
+class SharedFSStorageConfig(_GarbageCollection):
+    """A directory every agent mounts: ``<host_path>[/<storage_path>]/<uuid>/``."""
+
+    type: Literal["shared_fs"]
+    host_path: AbsolutePath
+    storage_path: str | None = None
+    container_path: str | None = None
+    checkpoint_path: str | None = None
+    tensorboard_path: str | None = None
+    propagation: Propagation = "rprivate"
+
+    @model_validator(mode="after")
+    def _storage_inside_host(self) -> SharedFSStorageConfig:
+        # Determined resolves an absolute storage_path against host_path, so it must
+        # point inside it.
+        path = self.storage_path
+        if path and PurePosixPath(path).is_absolute():
+            inside = PurePosixPath(path).is_relative_to(PurePosixPath(self.host_path))
+            if not inside:
+                message = f"expected a path relative to host_path or inside it, got {show(path)}"
+                raise problems_error("SharedFSStorageConfig", [(("storage_path",), message)])
+        return self
+
+
+class S3StorageConfig(_GarbageCollection):
+    """An S3 (or S3-compatible) bucket: ``<bucket>/[<prefix>/]<uuid>/<relpath>``."""
+
+    type: Literal["s3"]
+    bucket: str = Field(min_length=1)
+    access_key: str | None = None
+    secret_key: str | None = None
+    endpoint_url: str | None = None
+    prefix: str | None = None
+
+
+StorageConfig = Annotated[
+    SharedFSStorageConfig | S3StorageConfig,
+    Field(discriminator="type"),
+    TypeTag(
+        missing="missing 'type': expected one of shared_fs, s3",
+        aliases={"local": "shared_fs", "filesystem": "shared_fs", "aws": "s3"},
+        unsupported={
+            "gcs": "not supported by detlite; use shared_fs or s3",
+            "hdfs": "not supported by detlite; use shared_fs or s3",
+        },
+    ),
+]
+
+
+class SharedFSDataLayer(ConfigModel):
+    type: Literal["shared_fs"]
+    host_storage_path: AbsolutePath | None = None
+    container_storage_path: str | None = None
+
+
+class S3DataLayer(ConfigModel):
+    type: Literal["s3"]
+    bucket: str = Field(min_length=1)
+    bucket_directory_path: str
+    local_cache_host_path: AbsolutePath | None = None
+    local_cache_container_path: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    endpoint_url: str | None = None
+
+
+class GCSDataLayer(ConfigModel):
+    type: Literal["gcs"]
+    bucket: str = Field(min_length=1)
+    bucket_directory_path: str
+    local_cache_host_path: AbsolutePath | None = None
+    local_cache_container_path: str | None = None
+
+
+DataLayerConfig = Annotated[
+    SharedFSDataLayer | S3DataLayer | GCSDataLayer,
+    Field(discriminator="type"),
+    TypeTag(missing="missing 'type': expected one of shared_fs, s3, gcs"),
+]
