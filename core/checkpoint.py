@@ -18,21 +18,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from detlite.context import copy_context, import_entrypoint
 from detlite.errors import CheckpointError, CheckpointNotFound, CorruptCheckpoint
 
 if TYPE_CHECKING:
+    from detlite.harness import BuiltTrial
     from detlite.interfaces import FrameworkAdapter, TrialController
     from detlite.plugins import Plugins
 
 __all__ = [
+    "CODE_DIR",
     "METADATA_FILE",
     "REQUIRED_METADATA",
     "load_from_path",
     "read_metadata",
+    "rebuild_trial",
     "save_checkpoint",
 ]
 
 METADATA_FILE = "metadata.json"
+CODE_DIR = "code"
 REQUIRED_METADATA = ("framework", "format", "detlite_version", "batches_trained", "hparams")
 
 
@@ -65,6 +70,8 @@ def save_checkpoint(
     try:
         controller.save(partial)
         env = controller.context.env
+        if env.context_dir is not None:
+            copy_context(env.context_dir, partial / CODE_DIR)
         metadata: dict[str, Any] = {
             "framework": adapter.framework_string(),
             "format": controller.checkpoint_format,
@@ -121,3 +128,43 @@ def load_from_path(
     metadata = read_metadata(path)
     fmt = (plugins or get_plugins()).checkpoint_format(str(metadata["format"]))
     return fmt.load(Path(path), metadata, **kwargs)
+
+
+def rebuild_trial(
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    plugins: Plugins | None = None,
+    **load_kwargs: Any,
+) -> BuiltTrial:
+    """Rebuild the trial that wrote a checkpoint, from its ``code/``, and load its state.
+
+    The trial class comes from the config's ``entrypoint``, imported from the checkpoint's
+    own ``code/`` directory, so no other copy of the user's code is needed. The trial is
+    unmanaged: the user drives it. ``load_kwargs`` reach the framework's reader.
+    """
+    from detlite.harness import build_trial
+
+    path = Path(path)
+    metadata = metadata if metadata is not None else read_metadata(path)
+    config = metadata.get("experiment_config")
+    if not isinstance(config, Mapping) or not config.get("entrypoint"):
+        raise CorruptCheckpoint(
+            f"{path / METADATA_FILE} records no experiment_config.entrypoint, so the trial "
+            "that wrote it cannot be rebuilt"
+        )
+    code = path / CODE_DIR
+    trial_class = import_entrypoint(str(config["entrypoint"]), code if code.is_dir() else None)
+    built = build_trial(
+        trial_class,
+        config,
+        metadata["hparams"],
+        plugins=plugins,
+        trial_seed=int(metadata.get("trial_seed", 0)),
+        experiment_id=int(metadata.get("experiment_id", 0)),
+        trial_id=int(metadata.get("trial_id", 0)),
+        managed=False,
+        context_dir=code if code.is_dir() else None,
+    )
+    built.controller.load(path, **load_kwargs)
+    return built

@@ -8,10 +8,12 @@ and the contract suite all start here.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detlite.plugins import Plugins, get_plugins
@@ -55,8 +57,14 @@ def build_trial(
     trial_id: int = 0,
     distributed: DistributedContext | None = None,
     test_mode: bool = False,
+    managed: bool = True,
+    context_dir: str | os.PathLike[str] | None = None,
 ) -> BuiltTrial:
-    """Seed, place devices, and build the context, the trial and its controller."""
+    """Seed, place devices, and build the context, the trial and its controller.
+
+    ``managed=False`` builds a trial for the user to drive (loading a checkpoint,
+    ``create_trial_instance``): framework wrappers then leave objects where they are.
+    """
     from detlite.config import load_config
 
     cfg = load_config(config)
@@ -71,8 +79,10 @@ def build_trial(
         trial_id=trial_id,
         trial_seed=trial_seed,
         test_mode=test_mode,
+        managed_training=managed,
         distributed=distributed,
         placement=placement,
+        context_dir=Path(context_dir) if context_dir is not None else None,
     )
     context = trial_class.trial_context_class(env)
     trial = trial_class(context)

@@ -106,8 +106,12 @@ class TrialController(ABC):
         """
 
     @abstractmethod
-    def load(self, path: Path) -> None:
-        """Restore what ``save`` wrote, ``batches_trained`` included."""
+    def load(self, path: Path, **kwargs: Any) -> None:
+        """Restore what ``save`` wrote, ``batches_trained`` included.
+
+        ``kwargs`` come from the user loading a checkpoint (``Checkpoint.load(**kwargs)``)
+        and go to the framework's reader (``torch.load``'s ``map_location``...).
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release resources (process groups, data loader workers)."""

@@ -8,10 +8,12 @@ plugins subclass both; the harness builds them, users only read them.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from detlite.errors import InvalidExperiment, UnknownHyperparameter
@@ -55,6 +57,19 @@ class DistributedContext:
     def is_chief(self) -> bool:
         return self.rank == 0
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DistributedContext:
+        """Read ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` (torchrun's names); 1 process if unset."""
+        env = os.environ if environ is None else environ
+        try:
+            size = int(env.get("WORLD_SIZE", "1"))
+            rank = int(env.get("RANK", "0"))
+            local_rank = int(env.get("LOCAL_RANK", str(rank)))
+            agents = int(env.get("DETLITE_NUM_AGENTS", "1"))
+        except ValueError as exc:
+            raise ValueError(f"RANK, LOCAL_RANK and WORLD_SIZE must be integers: {exc}") from None
+        return cls(rank=rank, local_rank=local_rank, size=size, num_agents=agents)
+
 
 @dataclass
 class TrialEnv:
@@ -73,6 +88,8 @@ class TrialEnv:
     managed_training: bool = True
     test_mode: bool = False
     latest_checkpoint: str | None = None
+    #: The user's code directory, copied into every checkpoint as ``code/``.
+    context_dir: Path | None = None
     distributed: DistributedContext = field(default_factory=DistributedContext)
     #: The device the framework plugin chose for this rank; None outside the harness.
     placement: DevicePlacement | None = None

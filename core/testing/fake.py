@@ -251,7 +251,7 @@ class FakeController(TrialController):
         }
         FakeJSONFormat().save(state, path)
 
-    def load(self, path: Path) -> None:
+    def load(self, path: Path, **kwargs: Any) -> None:
         state = read_state(path)
         model = self.context.require_model()
         if set(state["model"]) != set(model):

@@ -145,3 +145,11 @@ def test_public_names() -> None:
     ):
         assert hasattr(det, name), name
     assert issubclass(det.InvalidHP, det.errors.DetliteError)
+
+
+def test_distributed_context_from_env() -> None:
+    env = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
+    assert DistributedContext.from_env(env) == DistributedContext(rank=1, local_rank=1, size=2)
+    assert DistributedContext.from_env({}) == DistributedContext()
+    with pytest.raises(ValueError, match="must be integers"):
+        DistributedContext.from_env({"WORLD_SIZE": "two"})
