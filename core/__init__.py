@@ -6,13 +6,19 @@ never imports a deep learning framework; framework plugins load when a trial nee
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from detlite import errors
 from detlite.errors import InvalidHP
 from detlite.hookspecs import hookimpl
 from detlite.hparams import Categorical, Constant, Double, Integer, Log
 from detlite.trial import DistributedContext, Trial, TrialContext
+
+if TYPE_CHECKING:
+    from detlite import experimental
 
 try:
     __version__ = importlib.metadata.version("detlite")
@@ -31,5 +37,15 @@ __all__ = [
     "TrialContext",
     "__version__",
     "errors",
+    "experimental",
     "hookimpl",
 ]
+
+
+if not TYPE_CHECKING:  # mypy sees the import above; a typo'd name must stay an error to it
+
+    def __getattr__(name: str) -> ModuleType:
+        # ``experimental`` pulls in the harness and the config models: load it on first use.
+        if name == "experimental":
+            return importlib.import_module("detlite.experimental")
+        raise AttributeError(f"module 'detlite' has no attribute {name!r}")

@@ -189,17 +189,29 @@ class FileRecord:
 
 
 class StorageBackend(ABC):
-    """Checkpoint storage: directories keyed by a storage id (the checkpoint uuid)."""
+    """Checkpoint storage: directories keyed by a storage id (the checkpoint uuid).
+
+    Built from its ``checkpoint_storage`` config section.
+    """
 
     type: ClassVar[str]
+
+    @abstractmethod
+    def __init__(self, config: Any) -> None: ...
 
     @abstractmethod
     def upload(self, src: Path, storage_id: str) -> dict[str, FileRecord]:
         """Store the directory ``src`` under ``storage_id``; return every file's record."""
 
     @abstractmethod
-    def download(self, storage_id: str, dest: Path) -> None:
-        """Fetch the directory stored under ``storage_id`` into ``dest``."""
+    def download(
+        self, storage_id: str, dest: Path, *, files: Mapping[str, FileRecord] | None = None
+    ) -> None:
+        """Fetch the directory stored under ``storage_id`` into ``dest``.
+
+        With ``files`` (the master's records), every file is checked against its size and
+        sha256 before it appears in ``dest``.
+        """
 
     @abstractmethod
     def delete(self, storage_id: str) -> None:
