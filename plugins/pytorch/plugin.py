@@ -16,3 +16,14 @@ def detlite_register_frameworks(register: Register) -> None:
         install=INSTALL,
         description="PyTorchTrial: training loop, CUDA/CPU placement, torch.distributed",
     )
+
+
+@hookimpl
+def detlite_register_checkpoint_formats(register: Register) -> None:
+    register(
+        "torch-state-dict",
+        "detlite.pytorch.checkpoint:TorchStateDictFormat",
+        requires=("torch",),
+        install=INSTALL,
+        description="state_dict.pth; Checkpoint.load() gives the model (or the trial)",
+    )
