@@ -92,6 +92,7 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    controller.checkpoint_saved(dest)
     return metadata
 
 

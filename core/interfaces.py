@@ -113,6 +113,13 @@ class TrialController(ABC):
         and go to the framework's reader (``torch.load``'s ``map_location``...).
         """
 
+    def checkpoint_saved(self, path: Path) -> None:  # noqa: B027 - optional hook
+        """A checkpoint that ``save`` wrote is complete at its final ``path``.
+
+        Called by the harness after ``metadata.json`` is written and the directory is
+        renamed into place; callbacks that ship checkpoints elsewhere belong here.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release resources (process groups, data loader workers)."""
 

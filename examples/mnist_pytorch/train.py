@@ -25,15 +25,14 @@ def main() -> None:
     parser.add_argument("--test", action="store_true", help="a quick test run, not training")
     args = parser.parse_args()
     config = yaml.safe_load((HERE / args.config).read_text())
-    result = det.experimental.create(
+    # Test mode reports each stage as it goes and returns the metrics and checkpoint path.
+    det.experimental.create(
         trial_def=MNistTrial,
         config=config,
         local=args.local,
         test=args.test,
         context_dir=str(HERE),
     )
-    if result is not None:
-        print(result)
 
 
 if __name__ == "__main__":

@@ -311,8 +311,9 @@ class PyTorchController(TrialController):
         state = build_state(self.context, self.callbacks, self.batches_trained, self._seed)
         self._call("on_checkpoint_save_start", state)
         write_state(state, Path(path))
-        # The harness renames ``path`` into place after adding metadata.json, and tells
-        # controllers nothing afterwards: callbacks see the directory the files went to.
+
+    def checkpoint_saved(self, path: Path) -> None:
+        # Only now is the directory complete (metadata.json, code/) and at its final name.
         self._call("on_checkpoint_end", str(path))
 
     def load(self, path: Path, **kwargs: Any) -> None:

@@ -44,7 +44,11 @@ class Recorder(PyTorchCallback):
         self.events.append(("save_start", checkpoint["batches_trained"]))
 
     def on_checkpoint_end(self, checkpoint_dir: str) -> None:
-        self.events.append(("checkpoint_end", (Path(checkpoint_dir) / STATE_FILE).is_file()))
+        # Called once the checkpoint is complete at its final name, metadata.json included.
+        done = (Path(checkpoint_dir) / STATE_FILE).is_file() and (
+            Path(checkpoint_dir) / "metadata.json"
+        ).is_file()
+        self.events.append(("checkpoint_end", done))
 
     def on_checkpoint_load_start(self, checkpoint: dict[str, Any]) -> None:
         self.events.append(("load_start", checkpoint["recorder_note"]))
