@@ -14,6 +14,7 @@ The tree::
     │   ├── CheckpointNotFound       (FileNotFoundError)
     │   ├── UnknownCheckpointFormat  metadata.json names a format no plugin registers
     │   └── CorruptCheckpoint        a file is missing, truncated or fails its sha256
+    ├── CorruptTokenCache            the client's token cache was unreadable (and was removed)
     └── APIError                     the master answered with an error
         ├── MasterNotFound           no master answered at the address
         ├── Unauthenticated          401: no valid token
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigProblem",
     "Conflict",
     "CorruptCheckpoint",
+    "CorruptTokenCache",
     "DetliteError",
     "Forbidden",
     "FrameworkUnavailable",
@@ -151,6 +153,10 @@ class UnknownCheckpointFormat(CheckpointError):
 
 class CorruptCheckpoint(CheckpointError):
     """A checkpoint file is missing, truncated or does not match its recorded sha256."""
+
+
+class CorruptTokenCache(DetliteError):
+    """The token cache (``auth.json``) could not be read; it has been removed."""
 
 
 class APIError(DetliteError):

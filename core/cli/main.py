@@ -15,8 +15,10 @@ from collections.abc import Sequence
 import click
 
 from detlite import __version__
+from detlite.cli.master_cmd import master_command
 from detlite.cli.plugins_cmd import plugins_command
 from detlite.cli.preview import preview_search_command
+from detlite.cli.user_cmd import user_group
 from detlite.errors import DetliteError
 from detlite.plugins import get_plugins
 
@@ -33,6 +35,8 @@ def cli(debug: bool) -> None:
 
 cli.add_command(plugins_command)
 cli.add_command(preview_search_command)
+cli.add_command(master_command)
+cli.add_command(user_group)
 
 
 def build_cli() -> click.Group:

@@ -53,3 +53,25 @@ def test_plugin_modules_load_no_framework() -> None:
 @pytest.mark.parametrize("args", [["--help"], ["plugins"], ["plugins", "--json"]])
 def test_cli_loads_no_framework(args: list[str]) -> None:
     assert loaded_after(CLI_BODY, *args) == []
+
+
+SERVER_STACK = ("fastapi", "starlette", "sqlalchemy", "alembic", "uvicorn")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "import detlite",
+        CLI_BODY.replace("main(sys.argv[1:])", "main(['--help'])"),
+        CLI_BODY.replace("main(sys.argv[1:])", "main(['user', '--help'])"),
+        CLI_BODY.replace("main(sys.argv[1:])", "main(['master', '--help'])"),
+    ],
+    ids=["import", "help", "user-help", "master-help"],
+)
+def test_the_server_stack_loads_only_when_a_command_needs_it(body: str) -> None:
+    """The master's web and database stack stays out of ``import detlite`` and ``--help``."""
+    code = PROBE.format(frameworks=SERVER_STACK, body=body)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("LOADED=")]
+    assert json.loads(line.removeprefix("LOADED=")) == []

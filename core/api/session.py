@@ -1,0 +1,183 @@
+"""``Session``: a thin HTTP session to the master that speaks in typed errors.
+
+- The base URL comes from ``resolve_master`` (argument, ``DETLITE_MASTER``, ``DET_MASTER``,
+  ``DET_MASTER_ADDR``, ``localhost:8080``); paths are absolute (``/api/v1/...``).
+- A token, when set, is sent as ``Authorization: Bearer <token>``.
+- A non-2xx answer raises a ``detlite.errors.APIError`` carrying the server's message:
+  401 ``Unauthenticated``, 403 ``Forbidden``, 404 ``NotFound``, 409 ``Conflict``, anything
+  else ``APIError`` with ``status`` set. Nothing listening raises ``MasterNotFound`` naming
+  the URL.
+- Idempotent requests (GET, HEAD, OPTIONS) are retried on 502, 503 and 504 with exponential
+  backoff (a proxy or a restarting master); other methods are never retried, since the
+  first attempt may have taken effect.
+
+``get``/``post``/``put``/``patch``/``delete`` return the decoded JSON body (None when empty);
+``request`` returns the ``requests.Response`` itself (for streams and files).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+
+from detlite.api.address import resolve_master
+from detlite.errors import (
+    APIError,
+    Conflict,
+    Forbidden,
+    MasterNotFound,
+    NotFound,
+    Unauthenticated,
+)
+
+__all__ = ["IDEMPOTENT_METHODS", "RETRY_STATUSES", "Session", "error_for"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+RETRY_STATUSES = frozenset({502, 503, 504})
+_ERRORS: dict[int, type[APIError]] = {
+    401: Unauthenticated,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+def _server_message(response: requests.Response) -> str:
+    """The message of the master's error shape, or whatever text the answer had."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):  # gRPC-gateway's shape: {"error": "...", "message": ...}
+            return str(body.get("message") or error)
+    text = response.text.strip()
+    return text[:500] if text else f"{response.status_code} {response.reason}"
+
+
+def error_for(response: requests.Response) -> APIError:
+    """The typed error for a non-2xx answer."""
+    message = _server_message(response)
+    cls = _ERRORS.get(response.status_code)
+    if cls is not None:
+        return cls(message)
+    return APIError(message, status=response.status_code)
+
+
+class Session:
+    """Requests to one master, optionally authenticated by a token."""
+
+    def __init__(
+        self,
+        master: str | None = None,
+        *,
+        token: str | None = None,
+        user: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 4,
+        backoff: float = 0.25,
+    ) -> None:
+        self.master = resolve_master(master)
+        self.token = token
+        self.user = user
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._http = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"Session(master={self.master!r}, user={self.user!r})"
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> requests.Response:
+        """Send one request (retrying as described above); raise a typed error unless 2xx."""
+        method = method.upper()
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/': {path!r}")
+        url = self.master + path
+        sent_headers = dict(headers or {})
+        if self.token is not None:
+            sent_headers["Authorization"] = f"Bearer {self.token}"
+        attempts = 1 + (self.retries if method in IDEMPOTENT_METHODS else 0)
+        for attempt in range(attempts):
+            try:
+                response = self._http.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    data=data,
+                    headers=sent_headers,
+                    stream=stream,
+                    timeout=timeout or self.timeout,
+                )
+            except requests.ConnectionError as exc:
+                raise MasterNotFound(
+                    f"could not reach the master at {self.master} ({type(exc).__name__}); "
+                    "is it running (detlite master)? Set DETLITE_MASTER to its address"
+                ) from exc
+            except requests.Timeout as exc:
+                raise APIError(
+                    f"the master at {self.master} did not answer {method} {path} "
+                    f"within {timeout or self.timeout:g}s"
+                ) from exc
+            if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
+                response.close()
+                time.sleep(self.backoff * 2**attempt)
+                continue
+            break
+        if not response.ok:
+            raise error_for(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise APIError(
+                f"{method} {path}: the master answered with something that is not JSON",
+                status=response.status_code,
+            ) from exc
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self._json("GET", path, params=params)
+
+    def post(self, path: str, json: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+        return self._json("POST", path, json=json, params=params)
+
+    def put(self, path: str, json: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+        return self._json("PUT", path, json=json, params=params)
+
+    def patch(self, path: str, json: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+        return self._json("PATCH", path, json=json, params=params)
+
+    def delete(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self._json("DELETE", path, params=params)

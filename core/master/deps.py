@@ -1,0 +1,119 @@
+"""FastAPI dependencies: the master's state, the database session and the current user.
+
+Authentication is on by default: ``create_app`` installs ``authenticate`` as an app-wide
+dependency, so every route added later needs a valid token unless its endpoint is marked
+with ``@public`` (login and health are). Endpoints that need the user declare
+``user: CurrentUser`` (or ``AdminUser``); the token is checked once per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar, cast
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from detlite.errors import Forbidden, Unauthenticated
+from detlite.master.orm import Token, User, utcnow
+from detlite.master.queries import users as user_queries
+from detlite.master.settings import Settings
+
+__all__ = [
+    "AdminUser",
+    "CurrentToken",
+    "CurrentUser",
+    "DbSession",
+    "MasterState",
+    "authenticate",
+    "get_db",
+    "get_state",
+    "is_public",
+    "public",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_PUBLIC_ENDPOINTS: set[Callable[..., Any]] = set()
+
+
+@dataclass
+class MasterState:
+    """What the lifespan sets up, kept on ``app.state.master``."""
+
+    settings: Settings
+    engine: Engine
+    sessionmaker: sessionmaker[Session]
+
+
+def get_state(request: Request) -> MasterState:
+    return cast(MasterState, request.app.state.master)
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """One session per request; handlers commit what they change, the rest rolls back."""
+    with get_state(request).sessionmaker() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+
+
+def public(endpoint: _F) -> _F:
+    """Mark an endpoint as answering without a token (login, health)."""
+    _PUBLIC_ENDPOINTS.add(endpoint)
+    return endpoint
+
+
+def is_public(endpoint: Callable[..., Any]) -> bool:
+    return endpoint in _PUBLIC_ENDPOINTS
+
+
+_bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/auth/login")
+
+
+def authenticate(
+    request: Request,
+    db: DbSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Token | None:
+    """The request's valid token; None on public endpoints. 401 without one, 403 if inactive."""
+    if is_public(request.scope["endpoint"]):
+        return None
+    if credentials is None:
+        raise Unauthenticated("authentication required: send 'Authorization: Bearer <token>'")
+    token = user_queries.find_token(db, credentials.credentials)
+    if token is None or not token.valid_at(utcnow()):
+        raise Unauthenticated(
+            "the token is invalid, expired or revoked: log in again (detlite user login)"
+        )
+    if not token.user.active:
+        raise Forbidden(f"user {token.user.username!r} is inactive")
+    return token
+
+
+def _current_token(token: Annotated[Token | None, Depends(authenticate)]) -> Token:
+    if token is None:
+        raise RuntimeError("a public endpoint asked for the current user")
+    return token
+
+
+CurrentToken = Annotated[Token, Depends(_current_token)]
+
+
+def _current_user(token: CurrentToken) -> User:
+    return token.user
+
+
+CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+def _admin_user(user: CurrentUser) -> User:
+    if not user.admin:
+        raise Forbidden(f"user {user.username!r} is not an admin; only admins may do this")
+    return user
+
+
+AdminUser = Annotated[User, Depends(_admin_user)]

@@ -1,0 +1,87 @@
+"""Experiments and their trials.
+
+An experiment keeps everything needed to resume it after a master restart: the validated
+config, the context archive (a blob in the database, or a path in checkpoint storage when it
+is kept outside), and the searcher's state as JSON. A trial keeps what a restarted worker
+needs: its hparams, seed, restarts so far, batches trained and warm-start checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
+
+from detlite.api.enums import ExperimentState
+from detlite.master.orm.base import Base, state_type, utcnow
+from detlite.master.orm.users import User
+
+__all__ = ["Experiment", "Trial"]
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+    __table_args__ = (sa.Index(None, "state", "archived"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    config: Mapped[dict[str, Any]]
+    state: Mapped[ExperimentState] = mapped_column(
+        state_type(ExperimentState), default=ExperimentState.ACTIVE
+    )
+    archived: Mapped[bool] = mapped_column(default=False)
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    labels: Mapped[list[str]] = mapped_column(default=list)
+    notes: Mapped[str] = mapped_column(sa.Text, default="")
+    # The packed context directory (<= 96 MB): deferred so listing experiments never loads it.
+    context_archive: Mapped[bytes | None] = deferred(mapped_column(sa.LargeBinary))
+    context_path: Mapped[str | None] = mapped_column(sa.String(1024))
+    progress: Mapped[float | None]
+    searcher_state: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    start_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    end_time: Mapped[dt.datetime | None]
+
+    owner: Mapped[User] = relationship()
+    trials: Mapped[list[Trial]] = relationship(
+        back_populates="experiment",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Trial.id",
+    )
+
+    def __repr__(self) -> str:
+        return f"Experiment(id={self.id}, state={self.state.value})"
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+    __table_args__ = (
+        sa.UniqueConstraint("experiment_id", "request_id"),
+        sa.Index(None, "experiment_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(sa.ForeignKey("experiments.id", ondelete="CASCADE"))
+    # The searcher's id for the trial (its create operation), stable across master restarts.
+    request_id: Mapped[str] = mapped_column(sa.String(64))
+    hparams: Mapped[dict[str, Any]]
+    state: Mapped[ExperimentState] = mapped_column(
+        state_type(ExperimentState), default=ExperimentState.ACTIVE
+    )
+    restarts: Mapped[int] = mapped_column(default=0)
+    batches_trained: Mapped[int] = mapped_column(default=0)
+    seed: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # Not a foreign key: the checkpoint may belong to another experiment, or be deleted later.
+    warm_start_checkpoint_uuid: Mapped[str | None] = mapped_column(sa.String(36))
+    start_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    end_time: Mapped[dt.datetime | None]
+    # Filled in by resource managers (later): where the trial's workers ran.
+    node: Mapped[str | None] = mapped_column(sa.String(255))
+    devices: Mapped[list[str] | None] = mapped_column(sa.JSON)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="trials")
+
+    def __repr__(self) -> str:
+        return f"Trial(id={self.id}, experiment_id={self.experiment_id})"

@@ -1,0 +1,55 @@
+"""Users and their API tokens.
+
+``password_hash`` is NULL for the empty password: the initial migration creates ``admin`` and
+``determined`` that way, as the reference did, and setting an empty password stores NULL again.
+Otherwise it holds a self-describing scrypt hash (see ``detlite.master.security``).
+Tokens are stored only as their sha256, so a copy of the database grants no sessions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from detlite.master.orm.base import Base, utcnow
+
+__all__ = ["Token", "User"]
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    admin: Mapped[bool] = mapped_column(default=False)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    tokens: Mapped[list[Token]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id}, username={self.username!r}, admin={self.admin})"
+
+
+class Token(Base):
+    """One login session: valid while not revoked and not expired."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+    def valid_at(self, now: dt.datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at

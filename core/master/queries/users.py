@@ -1,0 +1,126 @@
+"""Users, passwords and tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, joinedload
+
+from detlite.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from detlite.master import security
+from detlite.master.orm import Token, User, utcnow
+
+__all__ = [
+    "check_credentials",
+    "create_user",
+    "find_token",
+    "get_user",
+    "issue_token",
+    "list_users",
+    "require_user",
+    "revoke_tokens",
+    "set_password",
+    "update_flags",
+]
+
+
+def get_user(db: Session, username: str) -> User | None:
+    return db.scalar(sa.select(User).where(User.username == username))
+
+
+def require_user(db: Session, username: str) -> User:
+    user = get_user(db, username)
+    if user is None:
+        raise NotFound(f"user {username!r} not found")
+    return user
+
+
+def list_users(db: Session) -> list[User]:
+    return list(db.scalars(sa.select(User).order_by(User.id)))
+
+
+def create_user(
+    db: Session, username: str, password: str, *, admin: bool = False, active: bool = True
+) -> User:
+    if get_user(db, username) is not None:
+        raise Conflict(f"user {username!r} already exists")
+    user = User(
+        username=username,
+        password_hash=security.hash_password(password),
+        admin=admin,
+        active=active,
+    )
+    db.add(user)
+    db.flush()
+    return user
+
+
+def set_password(db: Session, user: User, password: str) -> None:
+    user.password_hash = security.hash_password(password)
+
+
+def _active_admins(db: Session) -> int:
+    query = sa.select(sa.func.count()).select_from(User).where(User.admin, User.active)
+    return db.scalar(query) or 0
+
+
+def update_flags(db: Session, user: User, *, admin: bool | None, active: bool | None) -> None:
+    """Change the admin and active flags; the last active admin cannot lose either."""
+    losing_admin = user.admin and user.active and (admin is False or active is False)
+    if losing_admin and _active_admins(db) <= 1:
+        raise Conflict(
+            f"user {user.username!r} is the last active admin; make another user admin first"
+        )
+    if admin is not None:
+        user.admin = admin
+    if active is not None:
+        user.active = active
+        if not active:
+            revoke_tokens(db, user)
+
+
+def check_credentials(db: Session, username: str, password: str) -> User:
+    """The user whose password this is: 401 for a wrong name or password, 403 if inactive."""
+    user = get_user(db, username)
+    if user is None:
+        security.verify_nothing(password)
+        raise Unauthenticated("invalid credentials: wrong username or password")
+    if not security.verify_password(password, user.password_hash):
+        raise Unauthenticated("invalid credentials: wrong username or password")
+    if not user.active:
+        raise Forbidden(f"user {username!r} is inactive; an admin can reactivate it")
+    return user
+
+
+def issue_token(db: Session, user: User, ttl: dt.timedelta) -> str:
+    """A new token for ``user``; only its hash is stored. Returns the token itself."""
+    token = security.new_token()
+    now = utcnow()
+    db.add(
+        Token(
+            user_id=user.id,
+            token_hash=security.hash_token(token),
+            created_at=now,
+            expires_at=now + ttl,
+        )
+    )
+    return token
+
+
+def find_token(db: Session, token: str) -> Token | None:
+    """The stored row of ``token`` with its user, whatever its validity."""
+    query = (
+        sa.select(Token)
+        .where(Token.token_hash == security.hash_token(token))
+        .options(joinedload(Token.user))
+    )
+    return db.scalar(query)
+
+
+def revoke_tokens(db: Session, user: User, *, keep: Token | None = None) -> None:
+    """Revoke every valid token of ``user`` except ``keep``."""
+    query = sa.update(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))
+    if keep is not None:
+        query = query.where(Token.id != keep.id)
+    db.execute(query.values(revoked_at=utcnow()))

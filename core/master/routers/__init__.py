@@ -1,0 +1,16 @@
+"""The REST API, one router module per resource; ``create_app`` includes ``ROUTERS`` in order.
+
+Every route needs a token unless its endpoint is decorated with ``deps.public``. Paths follow
+Determined's gRPC-gateway routes (``/api/v1/...``) and its legacy echo routes where clients of
+that era called them (``POST /login``, ``GET /users/me``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from detlite.master.routers import auth, health, users
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (health.router, auth.router, users.router)

@@ -1,0 +1,98 @@
+"""``serve(settings)``: the master in the foreground under uvicorn (``detlite master``).
+
+The database is opened and migrated before uvicorn starts, so a wrong URL or an unreachable
+PostgreSQL is one clear error instead of a traceback from inside the server. Ctrl-C (SIGINT)
+or SIGTERM stops it gracefully: requests in flight finish, the engine is disposed, and
+``serve`` returns normally.
+"""
+
+from __future__ import annotations
+
+import copy
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy.exc
+import uvicorn
+import uvicorn.config
+
+from detlite.errors import DetliteError
+from detlite.master import db
+from detlite.master.app import create_app
+from detlite.master.settings import Settings
+
+__all__ = ["prepare_database", "serve"]
+
+
+def prepare_database(settings: Settings) -> None:
+    """Open the database and bring it to the newest schema, or say clearly why not."""
+    engine = db.create_engine(settings.db_url)
+    try:
+        db.upgrade(engine)
+    except sqlalchemy.exc.OperationalError as exc:
+        raise DetliteError(
+            f"cannot open the database {db.redact_url(settings.db_url)}: {exc.orig}"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging setup, with detlite's loggers printed the same way."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["detlite"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, reporting its real address once it listens (``--port 0`` works)."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[str], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        self._on_ready(f"http://{shown}:{port}")
+
+
+def serve(
+    settings: Settings,
+    *,
+    log_level: str = "info",
+    on_ready: Callable[[str], None] = print,
+) -> None:
+    """Run the master until interrupted; ``on_ready`` gets its URL once it accepts requests."""
+    prepare_database(settings)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        log_config=_log_config(log_level),
+        lifespan="on",
+    )
+    server = _Server(config, on_ready)
+    if threading.current_thread() is threading.main_thread():
+        # After a graceful shutdown uvicorn re-raises the signal it caught; for SIGTERM the
+        # default action would kill the process, so make it end like Ctrl-C instead.
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        return  # the graceful shutdown is done
+    except SystemExit as exc:
+        raise DetliteError("the master could not start (the reason is logged above)") from exc
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
