@@ -36,7 +36,12 @@ def walk(routes: Iterable[Any]) -> Iterator[APIRoute]:
 
 def operations(master: LiveMaster) -> set[tuple[str, str]]:
     """Every (method, path template) of the app's API routes."""
-    found = {(m, r.path) for r in walk(master.app.routes) for m in r.methods}
+    # OpenAPI writes a converter's parameter ``{path:path}`` as ``{path}``.
+    found = {
+        (m, re.sub(r"\{(\w+):\w+\}", r"{\1}", r.path))
+        for r in walk(master.app.routes)
+        for m in r.methods
+    }
     documented = {
         (method.upper(), path)
         for path, ops in master.app.openapi()["paths"].items()

@@ -9,8 +9,26 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from detlite.master.routers import auth, health, users
+from detlite.master.routers import (
+    auth,
+    checkpoints,
+    experiments,
+    health,
+    metrics,
+    models,
+    trials,
+    users,
+)
 
 __all__ = ["ROUTERS"]
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, auth.router, users.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    auth.router,
+    users.router,
+    models.router,
+    checkpoints.router,
+    experiments.router,
+    trials.router,
+    metrics.router,
+)

@@ -1,0 +1,272 @@
+"""The context archive: an experiment's code as a gzip-compressed tar, checked before use.
+
+The master stores each experiment's context directory as one ``.tar.gz`` blob and hands it
+to trial workers (``GET /api/v1/experiments/{id}/model_def``); workers unpack it with
+``safe_extract``. Because the bytes come from a client, nothing in them is trusted:
+
+- It must be a gzip-compressed tar (``InvalidExperiment`` otherwise).
+- Member names are relative POSIX paths: no leading ``/``, no drive letter or backslash,
+  no ``..`` component, nothing empty.
+- Regular files, directories and links only (no devices or FIFOs). A symbolic link must be
+  relative and point inside the directory as written (resolved lexically from where it
+  sits), and may not pass through another link on its way; a hard link must name an earlier
+  regular file. No member may be written through a link (``link/file``), so extraction
+  can never leave the destination. ``safe_extract`` checks real paths again as it writes.
+- At most ``MAX_CONTEXT_SIZE`` bytes of file content (Determined's limit, "under 96 MB":
+  96 MiB minus 1 MiB, ``detlite.context.MAX_CONTEXT_SIZE``), counted uncompressed so a
+  small archive cannot unpack into a huge tree; the compressed blob is held to the same
+  bound, and to ``MAX_CONTEXT_MEMBERS`` entries. Both limits are read when a check runs,
+  so tests can lower them.
+
+``pack_files`` builds an archive from ``(path, kind, content, mode)`` entries, which is
+how the master turns Determined's ``modelDefinition`` file list into the stored blob, and
+``pack_directory`` packs a context directory with the usual ignore rules.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from detlite.context import MAX_CONTEXT_SIZE as _DEFAULT_MAX_SIZE
+from detlite.context import iter_context_files
+from detlite.errors import InvalidExperiment
+
+__all__ = [
+    "MAX_CONTEXT_MEMBERS",
+    "MAX_CONTEXT_SIZE",
+    "ContextEntry",
+    "EntryKind",
+    "check_member_path",
+    "empty_archive",
+    "pack_directory",
+    "pack_files",
+    "safe_extract",
+    "validate_archive",
+]
+
+MAX_CONTEXT_SIZE = _DEFAULT_MAX_SIZE
+MAX_CONTEXT_MEMBERS = 100_000
+
+EntryKind = Literal["file", "dir", "symlink", "hardlink"]
+
+
+@dataclass(frozen=True)
+class ContextEntry:
+    """One member of a checked archive."""
+
+    path: str
+    kind: EntryKind
+    size: int = 0
+    mode: int = 0o644
+    # For links: the symlink's target as written, or the hard link's member path.
+    linkname: str = ""
+
+
+def _fail(message: str) -> InvalidExperiment:
+    return InvalidExperiment(f"invalid context archive: {message}")
+
+
+def check_member_path(name: str) -> str:
+    """``name`` as a clean relative POSIX path, or InvalidExperiment saying what is wrong."""
+    if not name or name in (".", "./"):
+        raise _fail("a member has an empty name")
+    if "\\" in name or "\x00" in name:
+        raise _fail(f"member {name!r} has a backslash or NUL in its name")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise _fail(f"member {name!r} is an absolute path; paths must be relative")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _fail(f"member {name!r} has a '..' component and could leave the directory")
+    if not parts:
+        raise _fail(f"member {name!r} has an empty name")
+    return "/".join(parts)
+
+
+def _size_limit_error(total: int, limit: int) -> InvalidExperiment:
+    return _fail(
+        f"the context holds {total:,} bytes, over the limit of {limit:,} bytes (96 MB); "
+        "leave large files out with a .detignore file or keep data outside the context"
+    )
+
+
+def _resolve_link(link_path: str, target: str, links: set[str]) -> str:
+    """Where a symlink at ``link_path`` points, lexically; fails if that leaves the root or
+    passes through another link."""
+    if not target or target.startswith("/") or "\\" in target or "\x00" in target:
+        raise _fail(f"symlink {link_path!r} -> {target!r} is absolute or empty")
+    stack = link_path.split("/")[:-1]
+    parts = [p for p in target.split("/") if p not in ("", ".")]
+    for i, part in enumerate(parts):
+        if part == "..":
+            if not stack:
+                raise _fail(f"symlink {link_path!r} -> {target!r} points outside the context")
+            stack.pop()
+            continue
+        stack.append(part)
+        if i < len(parts) - 1 and "/".join(stack) in links:
+            raise _fail(f"symlink {link_path!r} -> {target!r} passes through another link")
+    return "/".join(stack)
+
+
+def _open(data: bytes) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise _fail(f"not a gzip-compressed tar archive ({exc})") from None
+
+
+def validate_archive(data: bytes) -> list[ContextEntry]:
+    """Check ``data`` against every rule in the module docstring; returns its entries."""
+    limit = MAX_CONTEXT_SIZE
+    if len(data) > limit:
+        raise _size_limit_error(len(data), limit)
+    entries: list[ContextEntry] = []
+    total = 0
+    with _open(data) as archive:
+        try:
+            for member in archive:
+                if len(entries) >= MAX_CONTEXT_MEMBERS:
+                    raise _fail(f"more than {MAX_CONTEXT_MEMBERS:,} members")
+                entries.append(_entry_of(member))
+                total += member.size if member.isfile() else 0
+                if total > limit:
+                    raise _size_limit_error(total, limit)
+        except (tarfile.TarError, OSError, EOFError, UnicodeError) as exc:
+            raise _fail(f"the archive is damaged ({exc})") from None
+    _check_links(entries)
+    return entries
+
+
+def _entry_of(member: tarfile.TarInfo) -> ContextEntry:
+    path = check_member_path(member.name)
+    mode = stat.S_IMODE(member.mode)
+    if member.isfile():
+        return ContextEntry(path, "file", member.size, mode)
+    if member.isdir():
+        return ContextEntry(path, "dir", 0, mode)
+    if member.issym():
+        return ContextEntry(path, "symlink", 0, mode, member.linkname)
+    if member.islnk():
+        return ContextEntry(path, "hardlink", 0, mode, check_member_path(member.linkname))
+    raise _fail(f"member {member.name!r} is not a file, directory or link")
+
+
+def _check_links(entries: list[ContextEntry]) -> None:
+    links = {e.path for e in entries if e.kind in ("symlink", "hardlink")}
+    files_so_far: set[str] = set()
+    for entry in entries:
+        parents = entry.path.split("/")[:-1]
+        for i in range(1, len(parents) + 1):
+            if "/".join(parents[:i]) in links:
+                raise _fail(f"member {entry.path!r} would be written through a link")
+        if entry.kind == "symlink":
+            _resolve_link(entry.path, entry.linkname, links)
+        elif entry.kind == "hardlink" and entry.linkname not in files_so_far:
+            raise _fail(
+                f"hard link {entry.path!r} -> {entry.linkname!r} names no earlier regular file"
+            )
+        if entry.kind == "file":
+            files_so_far.add(entry.path)
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def safe_extract(archive_bytes: bytes, dest: str | os.PathLike[str]) -> list[ContextEntry]:
+    """Validate ``archive_bytes`` and unpack it into ``dest`` (created if missing)."""
+    entries = validate_archive(archive_bytes)
+    root = Path(dest)
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    with _open(archive_bytes) as archive:
+        for member, entry in zip(archive, entries, strict=True):
+            target = root.joinpath(*entry.path.split("/"))
+            # Belt and braces: the checks above already rule this out.
+            if not _inside(root, target.parent.resolve()):
+                raise _fail(f"member {entry.path!r} resolves outside {root}")
+            # A later member replaces an earlier one of the same name, as tar does; a link
+            # is removed rather than followed.
+            if target.is_symlink():
+                target.unlink()
+            elif entry.kind == "dir":
+                if target.exists() and not target.is_dir():
+                    target.unlink()
+            elif target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            if entry.kind == "dir":
+                target.mkdir(parents=True, exist_ok=True)
+                target.chmod(entry.mode | 0o700)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if entry.kind == "symlink":
+                os.symlink(entry.linkname, target)
+            elif entry.kind == "hardlink":
+                shutil.copyfile(root.joinpath(*entry.linkname.split("/")), target)
+            else:
+                source = archive.extractfile(member)
+                assert source is not None  # a regular file always has content
+                with source, open(target, "xb") as out:
+                    shutil.copyfileobj(source, out)
+                target.chmod(entry.mode | 0o600)
+    return entries
+
+
+def pack_files(files: Iterable[tuple[str, EntryKind, bytes, int | None]]) -> bytes:
+    """A ``.tar.gz`` of ``(path, kind, content, mode)`` entries (``file`` or ``dir``).
+
+    Paths are checked like an archive's members; parents need not be listed. The result is
+    reproducible: owners are 0 and every mtime is 0.
+    """
+    buffer = io.BytesIO()
+    seen: set[str] = set()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+        for raw_path, kind, content, mode in files:
+            path = check_member_path(raw_path)
+            if path in seen:
+                raise _fail(f"{path!r} is listed twice")
+            seen.add(path)
+            info = tarfile.TarInfo(path)
+            info.mtime = 0
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+                info.mode = stat.S_IMODE(mode) if mode is not None else 0o755
+                archive.addfile(info)
+            elif kind == "file":
+                info.size = len(content)
+                info.mode = stat.S_IMODE(mode) if mode is not None else 0o644
+                archive.addfile(info, io.BytesIO(content))
+            else:
+                raise _fail(f"{path!r}: only files and directories can be packed, not {kind}")
+    return buffer.getvalue()
+
+
+def empty_archive() -> bytes:
+    """A valid archive with no members (an experiment created without a context)."""
+    return pack_files(())
+
+
+def pack_directory(root: str | os.PathLike[str]) -> bytes:
+    """A context directory as a ``.tar.gz``, leaving out what ``.detignore`` and the
+    built-in rules exclude; InvalidExperiment when its files exceed ``MAX_CONTEXT_SIZE``."""
+    limit = MAX_CONTEXT_SIZE
+    total = 0
+    files: list[tuple[str, EntryKind, bytes, int | None]] = []
+    for rel, path in iter_context_files(root):
+        content = path.read_bytes()
+        total += len(content)
+        if total > limit:
+            raise _size_limit_error(total, limit)
+        files.append((posixpath.normpath(rel), "file", content, path.stat().st_mode))
+    return pack_files(files)

@@ -1,0 +1,245 @@
+"""Training and validation metrics, and trial logs: storing workers' reports, reading them.
+
+- Idempotent reports: a report is keyed by (trial, kind, trialRunId, stepsCompleted). A
+  repeat (a worker retrying after a crash or a lost answer) replaces the stored row's
+  metrics instead of adding a row; within one batch request the last report of a key wins.
+  The tables have no unique constraint on that key, so two identical reports racing each
+  other could both insert; readers pick one row per batch anyway (below), so such a
+  duplicate is never visible.
+- Effective rows: after a restart a trial may report a batch count again under a higher
+  trialRunId. Readers keep, per (trial, batch count), the row of the highest trialRunId
+  (then the newest row), and order by batch count.
+- Training reports raise the trial's ``batches_trained`` to the most batches seen. A
+  validation links the checkpoints recorded at the same batch count (their
+  ``validation_id`` and ``searcher_metric``, through the checkpoints module's
+  ``link_validation``).
+- A trial that has ended (COMPLETED, CANCELED, ERROR...) refuses metrics with 409. Logs are
+  accepted in any state: a worker's last lines often arrive after its trial ended.
+- Values: ``metrics`` is a JSON object of any JSON values; a NaN anywhere in it is stored
+  as the string ``"NaN"`` (JSON cannot carry NaN, and PostgreSQL's json type refuses it),
+  an infinity is refused with 400 naming its path.
+
+Read shapes: ``GET /api/v1/trials/{id}/metrics`` and ``GET /api/v1/experiments/{id}/metrics``
+answer ``{"metrics": [MetricsRow], "pagination": Pagination}``, a MetricsRow being
+``{"trialId", "trialRunId", "stepsCompleted", "metrics", "numInputs", "endTime"}``
+(``numInputs`` null for training), ordered by trial id then batch count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from detlite.errors import APIError, Conflict
+from detlite.master.orm import TrainingMetrics, Trial, TrialLog, ValidationMetrics, utcnow
+from detlite.master.queries import checkpoints as checkpoint_queries
+from detlite.master.schemas import metrics as schemas
+from detlite.master.schemas.common import Pagination, paginate
+
+__all__ = [
+    "NAN",
+    "add_logs",
+    "clean_metrics",
+    "effective_rows",
+    "list_logs",
+    "list_metrics",
+    "log_wire",
+    "metrics_model",
+    "metrics_row_wire",
+    "report_metrics",
+    "require_reportable",
+]
+
+NAN = "NaN"
+
+MetricsTable = type[TrainingMetrics] | type[ValidationMetrics]
+
+
+def metrics_model(kind: schemas.MetricsKind) -> MetricsTable:
+    return TrainingMetrics if kind == "training" else ValidationMetrics
+
+
+def clean_metrics(value: Any, path: str = "metrics") -> Any:
+    """``value`` with every NaN float replaced by ``"NaN"``; APIError (400) for an infinity."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return NAN
+        if math.isinf(value):
+            raise APIError(
+                f"{path}: {value} is not allowed; metric values must be finite numbers or NaN",
+                status=400,
+            )
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): clean_metrics(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_metrics(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def require_reportable(trial: Trial) -> None:
+    if trial.state.terminal:
+        raise Conflict(
+            f"trial {trial.id} is {trial.state.value}; an ended trial takes no more metrics"
+        )
+
+
+def report_metrics(
+    db: Session,
+    trial: Trial,
+    kind: schemas.MetricsKind,
+    reports: Sequence[schemas.TrialMetrics],
+) -> int:
+    """Store ``reports`` of one kind for ``trial`` (see the module docstring); returns how
+    many rows were written or replaced. Does not commit."""
+    if not reports:
+        return 0
+    require_reportable(trial)
+    wanted: dict[tuple[int, int], tuple[dict[str, Any], int | None]] = {}
+    for i, report in enumerate(reports):
+        if report.trial_id is not None and report.trial_id != trial.id:
+            raise APIError(
+                f"{kind}Metrics[{i}].trialId is {report.trial_id}, but the path names trial "
+                f"{trial.id}",
+                status=400,
+            )
+        run = report.trial_run_id if report.trial_run_id is not None else trial.restarts
+        wanted[(run, report.steps_completed)] = (
+            clean_metrics(report.metrics, f"{kind}Metrics[{i}].metrics"),
+            report.num_inputs,
+        )
+    model = metrics_model(kind)
+    batch_counts = sorted({batches for _, batches in wanted})
+    existing: dict[tuple[int, int], TrainingMetrics | ValidationMetrics] = {}
+    query = sa.select(model).where(
+        model.trial_id == trial.id, model.batches_trained.in_(batch_counts)
+    )
+    found = cast("Sequence[TrainingMetrics | ValidationMetrics]", db.scalars(query).all())
+    for row in found:
+        existing.setdefault((row.trial_run_id, row.batches_trained), row)
+    now = utcnow()
+    inserts: list[dict[str, Any]] = []
+    for (run, batches), (metrics, num_inputs) in wanted.items():
+        held = existing.get((run, batches))
+        if held is not None:
+            held.metrics = metrics
+            held.end_time = now
+            if isinstance(held, ValidationMetrics):
+                held.num_inputs = num_inputs
+            continue
+        values: dict[str, Any] = {
+            "trial_id": trial.id,
+            "trial_run_id": run,
+            "batches_trained": batches,
+            "metrics": metrics,
+            "end_time": now,
+        }
+        if model is ValidationMetrics:
+            values["num_inputs"] = num_inputs
+        inserts.append(values)
+    if inserts:
+        db.execute(sa.insert(model), inserts)
+    if model is TrainingMetrics:
+        trial.batches_trained = max(trial.batches_trained, batch_counts[-1])
+    else:
+        db.flush()
+        for batches in batch_counts:
+            _link_checkpoints(db, trial, batches)
+    return len(wanted)
+
+
+def _link_checkpoints(db: Session, trial: Trial, batches: int) -> None:
+    query = (
+        sa.select(ValidationMetrics)
+        .where(ValidationMetrics.trial_id == trial.id, ValidationMetrics.batches_trained == batches)
+        .order_by(ValidationMetrics.trial_run_id.desc(), ValidationMetrics.id.desc())
+        .limit(1)
+    )
+    latest = db.scalar(query)
+    if latest is not None:
+        checkpoint_queries.link_validation(db, latest)
+
+
+def effective_rows(model: MetricsTable, where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """Rows of ``model`` matching ``where``, one per (trial, batch count): the latest run's."""
+    rank = (
+        sa.func.row_number()
+        .over(
+            partition_by=(model.trial_id, model.batches_trained),
+            order_by=(model.trial_run_id.desc(), model.id.desc()),
+        )
+        .label("rank")
+    )
+    ranked = sa.select(model.id.label("row_id"), rank).where(where).subquery()
+    return (
+        sa.select(model)
+        .join(ranked, ranked.c.row_id == model.id)
+        .where(ranked.c.rank == 1)
+        .order_by(model.trial_id, model.batches_trained)
+    )
+
+
+def list_metrics(
+    db: Session,
+    kind: schemas.MetricsKind,
+    trial_ids: sa.ColumnElement[bool] | Sequence[int],
+    offset: int = 0,
+    limit: int = 0,
+) -> tuple[list[schemas.MetricsRow], Pagination]:
+    """One page of effective rows for the given trial ids (or a subquery condition)."""
+    model = metrics_model(kind)
+    where = model.trial_id.in_(list(trial_ids)) if isinstance(trial_ids, Sequence) else trial_ids
+    rows, pagination = paginate(db, effective_rows(model, where), offset, limit)
+    return [metrics_row_wire(row) for row in rows], pagination
+
+
+def metrics_row_wire(row: TrainingMetrics | ValidationMetrics) -> schemas.MetricsRow:
+    return schemas.MetricsRow(
+        trial_id=row.trial_id,
+        trial_run_id=row.trial_run_id,
+        steps_completed=row.batches_trained,
+        metrics=dict(row.metrics or {}),
+        num_inputs=row.num_inputs if isinstance(row, ValidationMetrics) else None,
+        end_time=row.end_time,
+    )
+
+
+def add_logs(db: Session, trial: Trial, entries: Sequence[schemas.TrialLogEntry]) -> int:
+    if not entries:
+        return 0
+    now = utcnow()
+    rows = [
+        {
+            "trial_id": trial.id,
+            "message": entry.message,
+            "level": entry.level,
+            "rank": entry.rank,
+            "timestamp": entry.timestamp or now,
+        }
+        for entry in entries
+    ]
+    db.execute(sa.insert(TrialLog), rows)
+    return len(rows)
+
+
+def list_logs(
+    db: Session, trial: Trial, offset: int = 0, limit: int = 0
+) -> tuple[list[schemas.TrialLog], Pagination]:
+    query = sa.select(TrialLog).where(TrialLog.trial_id == trial.id).order_by(TrialLog.id)
+    rows, pagination = paginate(db, cast("sa.Select[tuple[TrialLog]]", query), offset, limit)
+    return [log_wire(row) for row in rows], pagination
+
+
+def log_wire(row: TrialLog) -> schemas.TrialLog:
+    return schemas.TrialLog(
+        id=row.id,
+        trial_id=row.trial_id,
+        message=row.message,
+        level=row.level,
+        rank=row.rank,
+        timestamp=row.timestamp,
+    )

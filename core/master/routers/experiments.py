@@ -1,0 +1,312 @@
+"""Experiments: ``/api/v1/experiments`` -- create, list, get, patch, the state actions, delete.
+
+- ``POST /api/v1/experiments``: body ``{"config": <YAML text or JSON object>,
+  "modelDefinition": [{"path", "type", "content" (base64), "mode"?}] | "contextArchive":
+  <base64 .tar.gz>, "validateOnly": false, "activate": true, "archived": false}``. The
+  config is validated with every installed plugin searcher (400 listing each problem in
+  ``details``); the context is checked by ``detlite.master.context_archive`` (400 for a bad
+  or oversized archive). Answers ``{"experiment", "config"}`` (``experiment`` null for
+  ``validateOnly``, which stores nothing). Not activated means created PAUSED.
+- ``GET /api/v1/experiments``: filters ``states`` (repeated; names or numbers), ``archived``,
+  ``users`` (usernames, repeated), ``labels`` (repeated; all must match), ``description``
+  and ``name`` (case-insensitive substrings of the description); ``sort_by``, ``order_by``,
+  ``offset``, ``limit`` as in ``queries.experiments``. Answers ``{"experiments",
+  "pagination"}``.
+- ``GET /api/v1/experiments/{id}`` -> ``{"experiment", "config"}``;
+  ``GET /api/v1/experiments/{id}/model_def`` -> ``{"b64Tgz"}`` (the context, for workers).
+- Owner or admin only: ``PATCH /api/v1/experiments/{id}`` (description or name, labels,
+  notes), ``POST .../{activate,pause,cancel,kill,archive,unarchive}`` (each answers
+  ``{"experiment", "config"}`` after the change) and ``DELETE`` (answers ``{}``). The state
+  rules and their 409s are in ``queries.experiments``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+
+from detlite.api.enums import ExperimentState
+from detlite.config import ExperimentConfig, parse_config_yaml
+from detlite.errors import APIError, DetliteError, InvalidExperiment
+from detlite.master import context_archive, gc
+from detlite.master.deps import CurrentUser, DbSession, get_state
+from detlite.master.queries import experiments as queries
+from detlite.master.schemas.common import OrderBy, parse_enum
+from detlite.master.schemas.experiments import (
+    CreateExperimentRequest,
+    CreateExperimentResponse,
+    ExperimentResponse,
+    GetExperimentsResponse,
+    ModelDefResponse,
+    PatchExperimentRequest,
+)
+from detlite.master.schemas.metrics import INT32_MAX
+from detlite.plugins import get_plugins
+
+__all__ = ["ExperimentId", "parse_order_by", "parse_states", "router"]
+
+router = APIRouter(prefix="/api/v1/experiments", tags=["experiments"])
+logger = logging.getLogger("detlite.master")
+
+ExperimentId = Annotated[int, Path(ge=0, le=INT32_MAX, description="the experiment's id")]
+
+_FILE_TYPES = {"48": "file", "0": "file", "file": "file", "53": "dir", "5": "dir", "dir": "dir"}
+
+
+def parse_states(values: list[str]) -> list[ExperimentState]:
+    try:
+        return [ExperimentState.parse(v) for v in values]
+    except ValueError as exc:
+        raise APIError(f"states: {exc}", status=400) from None
+
+
+def parse_order_by(value: str) -> OrderBy:
+    try:
+        return parse_enum(OrderBy, value, "ORDER_BY_")
+    except ValueError as exc:
+        raise APIError(f"order_by: {exc}", status=400) from None
+
+
+def _load_config(config: str | dict[str, Any]) -> ExperimentConfig:
+    # YAML text is parsed here, never handed to load_config as a str: that would read a
+    # file on the master if the text happened to name one.
+    data = parse_config_yaml(config) if isinstance(config, str) else config
+    return get_plugins().load_config(data)
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    limit = context_archive.MAX_CONTEXT_SIZE
+    if len(text) // 4 * 3 > limit + 3:
+        raise InvalidExperiment(
+            f"{what} is over the context size limit of {limit:,} bytes (96 MB); leave large "
+            "files out with a .detignore file"
+        )
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidExperiment(f"{what} is not valid base64") from None
+
+
+def _context_of(body: CreateExperimentRequest) -> bytes:
+    if body.model_definition is not None and body.context_archive is not None:
+        raise APIError(
+            "give the context as modelDefinition or as contextArchive, not both", status=400
+        )
+    if body.context_archive is not None:
+        data = _b64decode(body.context_archive, "contextArchive")
+        context_archive.validate_archive(data)
+        return data
+    if not body.model_definition:
+        return context_archive.empty_archive()
+    limit = context_archive.MAX_CONTEXT_SIZE
+    total = 0
+    files: list[tuple[str, context_archive.EntryKind, bytes, int | None]] = []
+    for i, entry in enumerate(body.model_definition):
+        kind = _FILE_TYPES.get(str(entry.type).lower())
+        if kind is None:
+            raise APIError(
+                f"modelDefinition[{i}] ({entry.path!r}): type {entry.type!r} is neither a "
+                "file (48 or 'file') nor a directory (53 or 'dir')",
+                status=400,
+            )
+        content = _b64decode(entry.content, f"modelDefinition[{i}] ({entry.path!r})")
+        total += len(content)
+        if total > limit:
+            raise InvalidExperiment(
+                f"the context holds over {limit:,} bytes (96 MB); leave large files out "
+                "with a .detignore file or keep data outside the context"
+            )
+        files.append((entry.path, "file" if kind == "file" else "dir", content, entry.mode))
+    return context_archive.pack_files(files)
+
+
+@router.post("")
+def create_experiment(
+    db: DbSession, user: CurrentUser, body: CreateExperimentRequest
+) -> CreateExperimentResponse:
+    """Create an experiment from a config and its context (or only validate them)."""
+    config = _load_config(body.config)
+    archive = _context_of(body)
+    if body.validate_only:
+        return CreateExperimentResponse(experiment=None, config=config.to_dict())
+    row = queries.create_experiment(
+        db, user, config, archive, activate=body.activate, archived=body.archived
+    )
+    db.commit()
+    return CreateExperimentResponse(experiment=queries.experiment_wire(db, row), config=row.config)
+
+
+@router.get("")
+def get_experiments(
+    db: DbSession,
+    sort_by: str = "SORT_BY_UNSPECIFIED",
+    order_by: str = "ORDER_BY_UNSPECIFIED",
+    offset: int = 0,
+    limit: int = 0,
+    states: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
+    archived: bool | None = None,
+    users: Annotated[list[str], Query()] = [],  # noqa: B006
+    labels: Annotated[list[str], Query()] = [],  # noqa: B006
+    description: str = "",
+    name: str = "",
+) -> GetExperimentsResponse:
+    try:
+        sort = parse_enum(queries.ExperimentSortBy, sort_by, "SORT_BY_")
+    except ValueError as exc:
+        raise APIError(f"sort_by: {exc}", status=400) from None
+    rows, pagination = queries.list_experiments(
+        db,
+        states=parse_states(states),
+        archived=archived,
+        users=users,
+        labels=labels,
+        description=description,
+        name=name,
+        sort_by=sort,
+        order_by=parse_order_by(order_by),
+        offset=offset,
+        limit=limit,
+    )
+    return GetExperimentsResponse(
+        experiments=queries.experiments_wire(db, rows), pagination=pagination
+    )
+
+
+def _response(db: DbSession, row: Any) -> ExperimentResponse:
+    return ExperimentResponse(experiment=queries.experiment_wire(db, row), config=row.config)
+
+
+@router.get("/{experiment_id}")
+def get_experiment(experiment_id: ExperimentId, db: DbSession) -> ExperimentResponse:
+    return _response(db, queries.get_experiment(db, experiment_id))
+
+
+@router.get("/{experiment_id}/model_def")
+def get_model_def(experiment_id: ExperimentId, db: DbSession) -> ModelDefResponse:
+    """The experiment's context directory as a base64 ``.tar.gz`` (for trial workers)."""
+    row = queries.get_experiment(db, experiment_id)
+    data = row.context_archive or context_archive.empty_archive()
+    return ModelDefResponse(b64_tgz=base64.b64encode(data).decode("ascii"))
+
+
+@router.patch("/{experiment_id}")
+def patch_experiment(
+    experiment_id: ExperimentId, db: DbSession, user: CurrentUser, body: PatchExperimentRequest
+) -> ExperimentResponse:
+    row = queries.get_experiment(db, experiment_id)
+    queries.require_owner(user, row, "change")
+    queries.patch_experiment(
+        db,
+        row,
+        description=body.description if body.description is not None else body.name,
+        labels=body.labels,
+        notes=body.notes,
+    )
+    db.commit()
+    return _response(db, row)
+
+
+def collect_if_ended(request: Request, db: DbSession, experiment_id: int) -> None:
+    """Apply the checkpoint GC policy to an experiment that has just ended.
+
+    The state change is committed already; a storage failure here is logged, and the next
+    collection finishes what this one could not (see ``detlite.master.gc``)."""
+    row = queries.get_experiment(db, experiment_id)
+    if not row.state.terminal:
+        return
+    try:
+        gc.collect_experiment(db, row.id, default_root=get_state(request).settings.storage_path)
+    except DetliteError as exc:
+        logger.warning("checkpoint GC of experiment %d failed: %s", row.id, exc)
+
+
+def _transition(
+    request: Request,
+    db: DbSession,
+    user: CurrentUser,
+    experiment_id: int,
+    target: ExperimentState,
+    action: str,
+) -> ExperimentResponse:
+    row = queries.get_experiment(db, experiment_id)
+    queries.require_owner(user, row, action)
+    if queries.set_experiment_state(db, row, target):
+        db.commit()
+        collect_if_ended(request, db, experiment_id)
+    return _response(db, row)
+
+
+@router.post("/{experiment_id}/activate")
+def activate_experiment(
+    request: Request, experiment_id: ExperimentId, db: DbSession, user: CurrentUser
+) -> ExperimentResponse:
+    return _transition(request, db, user, experiment_id, ExperimentState.ACTIVE, "activate")
+
+
+@router.post("/{experiment_id}/pause")
+def pause_experiment(
+    request: Request, experiment_id: ExperimentId, db: DbSession, user: CurrentUser
+) -> ExperimentResponse:
+    return _transition(request, db, user, experiment_id, ExperimentState.PAUSED, "pause")
+
+
+@router.post("/{experiment_id}/cancel")
+def cancel_experiment(
+    request: Request, experiment_id: ExperimentId, db: DbSession, user: CurrentUser
+) -> ExperimentResponse:
+    return _transition(
+        request, db, user, experiment_id, ExperimentState.STOPPING_CANCELED, "cancel"
+    )
+
+
+@router.post("/{experiment_id}/kill")
+def kill_experiment(
+    request: Request, experiment_id: ExperimentId, db: DbSession, user: CurrentUser
+) -> ExperimentResponse:
+    return _transition(request, db, user, experiment_id, ExperimentState.STOPPING_KILLED, "kill")
+
+
+def _archive(
+    db: DbSession, user: CurrentUser, experiment_id: int, archived: bool
+) -> ExperimentResponse:
+    row = queries.get_experiment(db, experiment_id)
+    queries.require_owner(user, row, "archive" if archived else "unarchive")
+    queries.archive_experiment(db, row, archived)
+    db.commit()
+    return _response(db, row)
+
+
+@router.post("/{experiment_id}/archive")
+def archive_experiment(
+    experiment_id: ExperimentId, db: DbSession, user: CurrentUser
+) -> ExperimentResponse:
+    return _archive(db, user, experiment_id, True)
+
+
+@router.post("/{experiment_id}/unarchive")
+def unarchive_experiment(
+    experiment_id: ExperimentId, db: DbSession, user: CurrentUser
+) -> ExperimentResponse:
+    return _archive(db, user, experiment_id, False)
+
+
+@router.delete("/{experiment_id}")
+def delete_experiment(
+    request: Request, experiment_id: ExperimentId, db: DbSession, user: CurrentUser
+) -> dict[str, Any]:
+    """Delete an ended experiment with its trials, metrics, logs, checkpoint rows and files.
+
+    The files go first, each checkpoint marked DELETED as its files go: a failure part-way
+    leaves the experiment with some checkpoints DELETED, and deleting again finishes."""
+    row = queries.get_experiment(db, experiment_id)
+    queries.require_owner(user, row, "delete")
+    queries.ensure_deletable(db, row)
+    root = get_state(request).settings.storage_path
+    gc.delete_experiment_checkpoints(db, row.id, default_root=root)
+    queries.delete_experiment(db, queries.get_experiment(db, experiment_id))
+    db.commit()
+    return {}

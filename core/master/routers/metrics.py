@@ -1,0 +1,138 @@
+"""Metrics and trial logs: workers report them, anyone logged in reads them.
+
+Reports (owner of the trial's experiment, or an admin; 409 once the trial has ended):
+
+- ``POST /api/v1/trials/{id}/training_metrics``: ``{"trainingMetrics": TrialMetrics}``
+- ``POST /api/v1/trials/{id}/validation_metrics``: ``{"validationMetrics": TrialMetrics}``
+  (both also take the bare TrialMetrics, as Determined's gateway did; both answer ``{}``)
+- ``POST /api/v1/trials/{id}/metrics``: the batched form, ``{"trainingMetrics":
+  [TrialMetrics], "validationMetrics": [TrialMetrics]}`` (up to 10,000 of each), stored in
+  one transaction; answers ``{"training": n, "validation": n}``. Posting to the collection
+  that ``GET`` reads keeps one path per resource.
+- ``POST /api/v1/trials/{id}/logs``: ``{"logs": [{"message", "level"?, "rank"?,
+  "timestamp"?}]}`` -> ``{"count": n}`` (accepted in any trial state).
+
+Reads:
+
+- ``GET /api/v1/trials/{id}/metrics?kind=training|validation&offset=&limit=`` and
+  ``GET /api/v1/experiments/{id}/metrics?kind=...`` (every trial's, for charts) ->
+  ``{"metrics": [MetricsRow], "pagination"}``; semantics in ``queries.metrics``.
+- ``GET /api/v1/trials/{id}/logs?offset=&limit=`` -> ``{"logs": [{"id", "trialId",
+  "message", "level", "rank", "timestamp"}], "pagination"}`` in the order received
+  (a negative offset reads the tail).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter
+
+from detlite.master.deps import CurrentUser, DbSession
+from detlite.master.orm import Trial
+from detlite.master.queries import experiments as experiment_queries
+from detlite.master.queries import metrics as queries
+from detlite.master.queries import trials as trial_queries
+from detlite.master.routers.experiments import ExperimentId
+from detlite.master.routers.trials import TrialId
+from detlite.master.schemas.metrics import (
+    BatchMetricsRequest,
+    BatchMetricsResponse,
+    GetMetricsResponse,
+    GetTrialLogsResponse,
+    MetricsKind,
+    PostTrialLogsRequest,
+    PostTrialLogsResponse,
+    ReportMetricsResponse,
+    TrainingMetricsRequest,
+    ValidationMetricsRequest,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["metrics"])
+
+
+def _reporting_trial(db: DbSession, user: CurrentUser, trial_id: int) -> Trial:
+    trial = trial_queries.get_trial(db, trial_id)
+    experiment_queries.require_owner(user, trial.experiment, "report to a trial of")
+    return trial
+
+
+@router.post("/api/v1/trials/{trial_id}/training_metrics")
+def report_training_metrics(
+    trial_id: TrialId, db: DbSession, user: CurrentUser, body: TrainingMetricsRequest
+) -> ReportMetricsResponse:
+    trial = _reporting_trial(db, user, trial_id)
+    queries.report_metrics(db, trial, "training", [body.training_metrics])
+    db.commit()
+    return ReportMetricsResponse()
+
+
+@router.post("/api/v1/trials/{trial_id}/validation_metrics")
+def report_validation_metrics(
+    trial_id: TrialId, db: DbSession, user: CurrentUser, body: ValidationMetricsRequest
+) -> ReportMetricsResponse:
+    trial = _reporting_trial(db, user, trial_id)
+    queries.report_metrics(db, trial, "validation", [body.validation_metrics])
+    db.commit()
+    return ReportMetricsResponse()
+
+
+@router.post("/api/v1/trials/{trial_id}/metrics")
+def report_metrics_batch(
+    trial_id: TrialId, db: DbSession, user: CurrentUser, body: BatchMetricsRequest
+) -> BatchMetricsResponse:
+    trial = _reporting_trial(db, user, trial_id)
+    if body.training_metrics or body.validation_metrics:
+        queries.require_reportable(trial)
+    training = queries.report_metrics(db, trial, "training", body.training_metrics)
+    validation = queries.report_metrics(db, trial, "validation", body.validation_metrics)
+    db.commit()
+    return BatchMetricsResponse(training=training, validation=validation)
+
+
+@router.get("/api/v1/trials/{trial_id}/metrics")
+def get_trial_metrics(
+    trial_id: TrialId,
+    db: DbSession,
+    kind: MetricsKind = "training",
+    offset: int = 0,
+    limit: int = 0,
+) -> GetMetricsResponse:
+    trial = trial_queries.get_trial(db, trial_id)
+    rows, pagination = queries.list_metrics(db, kind, [trial.id], offset, limit)
+    return GetMetricsResponse(metrics=rows, pagination=pagination)
+
+
+@router.get("/api/v1/experiments/{experiment_id}/metrics")
+def get_experiment_metrics(
+    experiment_id: ExperimentId,
+    db: DbSession,
+    kind: MetricsKind = "training",
+    offset: int = 0,
+    limit: int = 0,
+) -> GetMetricsResponse:
+    experiment = experiment_queries.get_experiment(db, experiment_id)
+    model = queries.metrics_model(kind)
+    trial_ids = sa.select(Trial.id).where(Trial.experiment_id == experiment.id)
+    rows, pagination = queries.list_metrics(db, kind, model.trial_id.in_(trial_ids), offset, limit)
+    return GetMetricsResponse(metrics=rows, pagination=pagination)
+
+
+@router.post("/api/v1/trials/{trial_id}/logs")
+def post_trial_logs(
+    trial_id: TrialId, db: DbSession, user: CurrentUser, body: PostTrialLogsRequest
+) -> PostTrialLogsResponse:
+    trial = _reporting_trial(db, user, trial_id)
+    count = queries.add_logs(db, trial, body.logs)
+    db.commit()
+    return PostTrialLogsResponse(count=count)
+
+
+@router.get("/api/v1/trials/{trial_id}/logs")
+def get_trial_logs(
+    trial_id: TrialId, db: DbSession, offset: int = 0, limit: int = 0
+) -> GetTrialLogsResponse:
+    trial = trial_queries.get_trial(db, trial_id)
+    logs, pagination = queries.list_logs(db, trial, offset, limit)
+    return GetTrialLogsResponse(logs=logs, pagination=pagination)

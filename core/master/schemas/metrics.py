@@ -1,0 +1,158 @@
+"""Metrics and trial log bodies: what workers report and what readers get back.
+
+A report (Determined's trialv1.TrialMetrics)::
+
+    {"trialRunId": 0, "stepsCompleted": 100, "metrics": {"loss": 0.25}, "numInputs": 64}
+
+``stepsCompleted`` is the trial's total batches trained at the report; ``trialRunId`` is the
+trial's restart count when the worker started (default: the trial's current ``restarts``).
+``metrics`` must be a JSON object; its values may be any JSON, and NaN, but not infinities
+(NaN is stored and returned as the string ``"NaN"``, since JSON has no NaN). Counts are
+bounded to 32-bit integers, the columns' size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from detlite.master.schemas.base import WireModel
+from detlite.master.schemas.common import Pagination
+
+__all__ = [
+    "INT32_MAX",
+    "MAX_LOGS_PER_REQUEST",
+    "MAX_REPORTS_PER_REQUEST",
+    "BatchMetricsRequest",
+    "BatchMetricsResponse",
+    "Count",
+    "GetMetricsResponse",
+    "GetTrialLogsResponse",
+    "MetricsKind",
+    "MetricsRow",
+    "PostTrialLogsRequest",
+    "PostTrialLogsResponse",
+    "ReportMetricsResponse",
+    "TrainingMetricsRequest",
+    "TrialLog",
+    "TrialLogEntry",
+    "TrialMetrics",
+    "ValidationMetricsRequest",
+]
+
+INT32_MAX = 2**31 - 1
+MAX_REPORTS_PER_REQUEST = 10_000
+MAX_LOGS_PER_REQUEST = 10_000
+
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+MetricsKind = Literal["training", "validation"]
+
+
+class TrialMetrics(WireModel):
+    trial_id: int | None = Field(default=None, description="if given, must match the path")
+    trial_run_id: Count | None = None
+    steps_completed: Count
+    metrics: dict[str, Any]
+    num_inputs: Count | None = None
+
+
+def _unwrap(data: Any, key: str) -> Any:
+    # Determined's gateway took the TrialMetrics itself as the body; the brief's shape
+    # wraps it. Accept both.
+    if isinstance(data, dict) and key not in data and "metrics" in data:
+        return {key: data}
+    return data
+
+
+class TrainingMetricsRequest(WireModel):
+    training_metrics: TrialMetrics
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, data: Any) -> Any:
+        return _unwrap(data, "trainingMetrics")
+
+
+class ValidationMetricsRequest(WireModel):
+    validation_metrics: TrialMetrics
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, data: Any) -> Any:
+        return _unwrap(data, "validationMetrics")
+
+
+class BatchMetricsRequest(WireModel):
+    training_metrics: list[TrialMetrics] = Field(
+        default_factory=list, max_length=MAX_REPORTS_PER_REQUEST
+    )
+    validation_metrics: list[TrialMetrics] = Field(
+        default_factory=list, max_length=MAX_REPORTS_PER_REQUEST
+    )
+
+
+class ReportMetricsResponse(WireModel):
+    pass
+
+
+class BatchMetricsResponse(WireModel):
+    """How many reports of each kind were stored (repeats count: they replaced a row)."""
+
+    training: int
+    validation: int
+
+
+class MetricsRow(WireModel):
+    trial_id: int
+    trial_run_id: int
+    steps_completed: int
+    metrics: dict[str, Any]
+    num_inputs: int | None = None
+    end_time: dt.datetime
+
+
+class GetMetricsResponse(WireModel):
+    metrics: list[MetricsRow]
+    pagination: Pagination
+
+
+def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)  # a naive time is taken as UTC
+    return value
+
+
+class TrialLogEntry(WireModel):
+    message: Annotated[str, StringConstraints(max_length=1_000_000)]
+    level: Annotated[str, StringConstraints(max_length=16)] | None = None
+    rank: Count | None = None
+    timestamp: dt.datetime | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        return _as_utc(value)
+
+
+class PostTrialLogsRequest(WireModel):
+    logs: list[TrialLogEntry] = Field(max_length=MAX_LOGS_PER_REQUEST)
+
+
+class PostTrialLogsResponse(WireModel):
+    count: int
+
+
+class TrialLog(WireModel):
+    id: int
+    trial_id: int
+    message: str
+    level: str | None
+    rank: int | None
+    timestamp: dt.datetime
+
+
+class GetTrialLogsResponse(WireModel):
+    logs: list[TrialLog]
+    pagination: Pagination
