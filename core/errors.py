@@ -12,8 +12,15 @@ The tree::
     ├── SearcherError                a search method was driven in a way it does not allow
     ├── CheckpointError
     │   ├── CheckpointNotFound       (FileNotFoundError)
+    │   │   └── NoCheckpointFound    (AssertionError) nothing COMPLETED to select from
     │   ├── UnknownCheckpointFormat  metadata.json names a format no plugin registers
-    │   └── CorruptCheckpoint        a file is missing, truncated or fails its sha256
+    │   ├── CorruptCheckpoint        a file is missing, truncated or fails its sha256
+    │   └── StorageError             checkpoint storage failed (detlite.storage.errors:
+    │                                StorageNotFound, StorageAccessDenied, StorageUnavailable)
+    ├── MetricNotFound               (KeyError) sort_by names a metric no validation reported
+    ├── InvalidCheckpointSelection   (ValueError) select_checkpoint() arguments conflict
+    ├── ExperimentPaused             (ValueError) wait() on a PAUSED experiment
+    ├── WaitTimeout                  (TimeoutError) wait(timeout=...) ran out
     ├── CorruptTokenCache            the client's token cache was unreadable (and was removed)
     └── APIError                     the master answered with an error
         ├── MasterNotFound           no master answered at the address
@@ -40,12 +47,16 @@ __all__ = [
     "CorruptCheckpoint",
     "CorruptTokenCache",
     "DetliteError",
+    "ExperimentPaused",
     "Forbidden",
     "FrameworkUnavailable",
+    "InvalidCheckpointSelection",
     "InvalidExperiment",
     "InvalidExperimentConfig",
     "InvalidHP",
     "MasterNotFound",
+    "MetricNotFound",
+    "NoCheckpointFound",
     "NotFound",
     "PluginError",
     "SearcherError",
@@ -53,6 +64,7 @@ __all__ = [
     "Unauthenticated",
     "UnknownCheckpointFormat",
     "UnknownHyperparameter",
+    "WaitTimeout",
 ]
 
 
@@ -195,3 +207,35 @@ class StopLoadingImplementation(Exception):
 
     Deliberately not a DetliteError: nothing should catch it but the worker.
     """
+
+
+class NoCheckpointFound(CheckpointNotFound, AssertionError):
+    """An experiment or trial has no COMPLETED checkpoint to choose from.
+
+    Also an ``AssertionError``: the reference raised a bare one here.
+    """
+
+
+class MetricNotFound(DetliteError, KeyError):
+    """``sort_by`` names a metric that no candidate checkpoint's validation reported.
+
+    Also a ``KeyError`` (what the reference raised), printed as a sentence, not a repr.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidCheckpointSelection(DetliteError, ValueError):
+    """``select_checkpoint`` or ``top_n_checkpoints`` was called with arguments that conflict.
+
+    A ``ValueError``: the reference's ``AssertionError`` said "bug" where the call was bad.
+    """
+
+
+class ExperimentPaused(DetliteError, ValueError):
+    """``wait()`` on a PAUSED experiment: it would never finish (a ValueError, as the reference)."""
+
+
+class WaitTimeout(DetliteError, TimeoutError):
+    """``wait(timeout=...)`` ran out of time before the experiment finished."""

@@ -11,8 +11,8 @@ valid token for
    for the default users ``determined`` and ``admin``, or a ``getpass`` prompt, in that order
    (the empty password is tried first for the default users, then the prompt).
 
-A fresh token is cached; the user becomes the active one unless it was named explicitly for
-this call only. Passwords are never cached, logged or echoed.
+A fresh token is cached; the user becomes the active one unless it was named explicitly (the
+``user`` argument or ``$DETLITE_USER``). Passwords are never cached, logged or echoed.
 """
 
 from __future__ import annotations
@@ -125,8 +125,10 @@ def login_session(
         cache.drop(username)
     if not try_reauth:
         raise Unauthenticated(f"not logged in as {username!r}: run detlite user login {username}")
-    # Like the reference: a user chosen implicitly becomes the active one.
-    return log_in(master, username, cache=cache, activate=user is None, prompt=prompt)
+    # Like the reference, a user chosen implicitly (the cache's, or the default) becomes
+    # the active one; one named for this call or by $DETLITE_USER does not stick.
+    implicit = user is None and not os.environ.get("DETLITE_USER")
+    return log_in(master, username, cache=cache, activate=implicit, prompt=prompt)
 
 
 def log_out(

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import click
 
 from detlite import __version__
+from detlite.cli.checkpoint_cmd import checkpoint_group
 from detlite.cli.master_cmd import master_command
+from detlite.cli.model_cmd import model_group
 from detlite.cli.plugins_cmd import plugins_command
 from detlite.cli.preview import preview_search_command
 from detlite.cli.user_cmd import user_group
@@ -37,6 +39,8 @@ cli.add_command(plugins_command)
 cli.add_command(preview_search_command)
 cli.add_command(master_command)
 cli.add_command(user_group)
+cli.add_command(model_group)
+cli.add_command(checkpoint_group)
 
 
 def build_cli() -> click.Group:

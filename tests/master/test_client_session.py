@@ -206,6 +206,10 @@ def test_passwords_come_from_the_environment_or_the_prompt(
     assert TokenCache().active_user == "admin"
     monkeypatch.setenv("DETLITE_USER", "eve")
     assert login_session(master.url, prompt=no_prompt).user == "eve"
+    # Nor does $DETLITE_USER, even when it needed a fresh login.
+    TokenCache().drop("eve")
+    assert login_session(master.url, prompt=prompt).user == "eve"
+    assert TokenCache().active_user == "admin"
 
 
 def test_a_default_user_with_a_password_falls_back_to_the_prompt(master: LiveMaster) -> None:
