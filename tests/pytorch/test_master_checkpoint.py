@@ -1,0 +1,95 @@
+"""A PyTorch checkpoint through a live master: stored, reported, found, downloaded, loaded.
+
+``Determined().get_checkpoint(uuid).load()`` and ``top_checkpoint().load()`` must dispatch
+to the PyTorch plugin's format and give back the trained ``nn.Module`` (API.md improvement
+9), after checking every file's sha256 (improvement 10). SQLite is enough here: the
+master's own tests cover both databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from detlite.api import Session
+from detlite.checkpoint import save_checkpoint
+from detlite.config.storage import SharedFSStorageConfig
+from detlite.errors import CorruptCheckpoint
+from detlite.experimental import Determined
+from detlite.storage import SharedFSStorage
+from tests.master.conftest import LiveMaster, live_master, make_settings
+from tests.master.factories import experiment_config, make_experiment, make_trial, make_validation
+from tests.pytorch.trials import MLPTrial, build
+
+UUID = "0d7c4f6e-1111-4a2b-9c3d-00000000a001"
+
+
+@pytest.fixture
+def master(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveMaster]:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the token cache
+    for name in ("DETLITE_MASTER", "DET_MASTER", "DET_MASTER_ADDR", "DETLITE_USER"):
+        monkeypatch.delenv(name, raising=False)
+    with live_master(make_settings(f"sqlite:///{tmp_path / 'master.db'}", tmp_path)) as running:
+        yield running
+
+
+def test_a_reported_torch_checkpoint_loads_as_the_trained_module(
+    master: LiveMaster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = tmp_path / "shared"
+    storage.mkdir()
+    with master.db() as db:
+        config = experiment_config(storage)
+        config["searcher"]["metric"] = "validation_loss"
+        exp = make_experiment(db, config=config)
+        trial = make_trial(db, exp)
+        make_validation(db, trial, 4, {"validation_loss": 0.5})
+        exp_id = exp.id
+
+    built = build()
+    built.controller.train(4)
+    trained = built.trial
+    assert isinstance(trained, MLPTrial)
+    save_checkpoint(built.controller, built.adapter, tmp_path / "saved")
+    backend = SharedFSStorage(SharedFSStorageConfig(type="shared_fs", host_path=str(storage)))
+    records = backend.upload(tmp_path / "saved", UUID)
+    saved = (tmp_path / "saved" / "metadata.json").read_text()
+    with Session(master.url, token=master.login("determined")) as worker:
+        worker.post(
+            "/api/v1/checkpoints",
+            json={
+                "uuid": UUID,
+                "trialId": trial.id,
+                "batchNumber": 4,
+                "state": "COMPLETED",
+                "files": {k: {"size": v.size, "sha256": v.sha256} for k, v in records.items()},
+                "framework": f"torch-{torch.__version__.split('+')[0]}",
+                "format": "torch-state-dict",
+                "detliteVersion": "0.1.0",
+            },
+        )
+    assert '"torch-state-dict"' in saved
+
+    monkeypatch.chdir(tmp_path)
+    with Determined(master.url) as d:
+        best = d.get_experiment(exp_id).top_checkpoint()
+        assert best.uuid == UUID and best.format == "torch-state-dict"
+        model = best.load(map_location="cpu")
+        assert isinstance(model, torch.nn.Module)
+        expected = trained.model.state_dict()
+        assert set(model.state_dict()) == set(expected)
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, expected[name]), name
+        assert (tmp_path / "checkpoints" / UUID / "state_dict.pth").is_file()
+
+        # A flipped byte in storage is caught by name before torch reads anything.
+        blob = storage / UUID / "state_dict.pth"
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        blob.write_bytes(bytes(data))
+        with pytest.raises(CorruptCheckpoint, match=r"state_dict\.pth"):
+            d.get_checkpoint(UUID).load(tmp_path / "fresh", map_location="cpu")
+        assert not (tmp_path / "fresh" / "metadata.json").exists()
