@@ -1,0 +1,343 @@
+"""The ``local`` resource manager: trial workers as process groups on this host.
+
+Slots are this host's GPUs when it has any (``CUDA_VISIBLE_DEVICES`` if set, else the
+lines of ``nvidia-smi -L``; torch is never imported for this), else a number of CPU slots
+(``os.cpu_count()`` unless ``slots`` says otherwise). ``LocalResourceManager(slots=N)`` on
+a host with fewer than N GPUs runs N CPU slots instead: asking for more slots than there
+are GPUs means the user wants CPU workers.
+
+``launch`` starts one process per slot of the spec with torchrun's environment
+(``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR=127.0.0.1``,
+``MASTER_PORT`` a free port, ``GLOO_SOCKET_IFNAME=lo``), as ``detlite.launch`` does for a
+single trial. A GPU slot gives its rank exactly one device through ``CUDA_VISIBLE_DEVICES``
+(the rank sees it as ``cuda:0``); CPU slots set ``CUDA_VISIBLE_DEVICES=""``, so that no
+worker uses a GPU that no slot accounts for. Every process leads its own session (process
+group), so that stopping it reaches what it started (data loader workers). stdout and
+stderr go to ``<work_dir>/<handle>/rank<N>.out`` and ``.err``.
+
+``poll`` is None while any process of the group runs. When one exits nonzero, the other
+processes are killed and its code is the group's (negative: killed by that signal); when
+all exit 0 the group's code is 0. Either way the slots are free again once ``poll`` has
+returned a code, and each group's stragglers (grandchildren) are killed then. The leaders'
+pids are exposed (``pids``) so that a master can record them and stop orphans after a
+crash of its own (``kill_process_groups``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from detlite.errors import DetliteError
+from detlite.interfaces import ResourceManager, WorkerSpec
+from detlite.launch import free_port
+
+__all__ = [
+    "InsufficientSlots",
+    "LocalResourceManager",
+    "detect_gpus",
+    "kill_process_groups",
+]
+
+logger = logging.getLogger("detlite.resources")
+
+_NVIDIA_SMI_TIMEOUT_S = 10.0
+_KILL_WAIT_S = 10.0
+
+
+class InsufficientSlots(DetliteError, RuntimeError):
+    """A launch asked for more slots than are free (or exist)."""
+
+
+def detect_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The GPUs workers may use, as ``CUDA_VISIBLE_DEVICES`` entries.
+
+    ``CUDA_VISIBLE_DEVICES`` wins when it is set (empty or ``-1``: none); otherwise
+    ``nvidia-smi -L`` is asked, and its ``GPU <index>: ...`` lines give the indices. No
+    nvidia-smi, or one that fails, means no GPUs.
+    """
+    env = os.environ if environ is None else environ
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+        # CUDA ignores everything from the first invalid entry on; "-1" is the usual "none".
+        if "-1" in devices:
+            devices = devices[: devices.index("-1")]
+        return devices
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "-L"],
+            capture_output=True,
+            text=True,
+            timeout=_NVIDIA_SMI_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if out.returncode != 0:
+        return []
+    devices = []
+    for line in out.stdout.splitlines():
+        head, _, _ = line.partition(":")
+        parts = head.split()
+        if len(parts) == 2 and parts[0] == "GPU" and parts[1].isdigit():
+            devices.append(parts[1])
+    return devices
+
+
+def kill_process_groups(pids: Iterable[int], *, force: bool = True) -> None:
+    """Signal the process group led by each pid (SIGKILL, or SIGTERM without ``force``).
+
+    Groups that no longer exist are skipped; this is how a restarted master stops the
+    workers a crashed one left behind (their pids from ``LocalResourceManager.pids``).
+    """
+    sig = signal.SIGKILL if force else signal.SIGTERM
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+
+
+@dataclass
+class _Group:
+    """One launched worker group: its processes, slots and, once ended, its exit code."""
+
+    handle: str
+    slots: list[int]
+    procs: list[subprocess.Popen[bytes]]
+    log_dir: Path
+    exit_code: int | None = None
+    failed_rank: int | None = None
+
+
+class LocalResourceManager(ResourceManager):
+    """Worker groups as local process groups, one process per slot.
+
+    ``slots``: how many slots; None means every GPU found, else ``os.cpu_count()`` CPU
+    slots. With GPUs, ``slots`` at most their number uses the first ``slots`` GPUs; more
+    than that runs CPU slots. ``gpus`` overrides detection (``[]``: CPU slots only).
+    ``work_dir``: where each group's log directory goes; by default a temporary directory
+    that ``close`` removes (a given one is kept).
+    """
+
+    type = "local"
+
+    def __init__(
+        self,
+        slots: int | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        *,
+        gpus: Sequence[str] | None = None,
+    ) -> None:
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        found = list(detect_gpus() if gpus is None else gpus)
+        if slots is None:
+            self.gpus = found
+            count = len(found) if found else (os.cpu_count() or 1)
+        elif found and slots <= len(found):
+            self.gpus = found[:slots]
+            count = slots
+        else:
+            if found:
+                logger.warning(
+                    "%d slots asked for and %d GPUs found: running %d CPU slots",
+                    slots,
+                    len(found),
+                    slots,
+                )
+            self.gpus = []
+            count = slots
+        self._slots = count
+        self._own_work_dir = work_dir is None
+        self.work_dir = (
+            Path(tempfile.mkdtemp(prefix="detlite-workers-"))
+            if work_dir is None
+            else Path(work_dir)
+        )
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._free = list(range(count))
+        self._groups: dict[str, _Group] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        kind = f"GPUs {','.join(self.gpus)}" if self.gpus else "CPU"
+        return f"LocalResourceManager(slots={self._slots}, {kind}, work_dir={self.work_dir})"
+
+    # -- slots --------------------------------------------------------------------------------
+
+    def total_slots(self) -> int:
+        return self._slots
+
+    def free_slots(self) -> int:
+        """Slots no running group holds."""
+        with self._lock:
+            return len(self._free)
+
+    # -- groups -------------------------------------------------------------------------------
+
+    def launch(self, spec: WorkerSpec) -> str:
+        if spec.slots < 1:
+            raise ValueError(f"a worker group needs at least 1 slot, got {spec.slots}")
+        if not spec.command:
+            raise ValueError("a worker group needs a command")
+        with self._lock:
+            if self._closed:
+                raise InsufficientSlots("the resource manager is closed")
+            if spec.slots > self._slots:
+                raise InsufficientSlots(
+                    f"trial {spec.trial_id} needs {spec.slots} slots; this host has only "
+                    f"{self._slots} ({self._describe_slots()})"
+                )
+            if spec.slots > len(self._free):
+                raise InsufficientSlots(
+                    f"trial {spec.trial_id} needs {spec.slots} slots; {len(self._free)} of "
+                    f"{self._slots} are free"
+                )
+            taken = sorted(self._free)[: spec.slots]
+            handle = f"trial{spec.trial_id}-{uuid.uuid4().hex[:10]}"
+            log_dir = self.work_dir / handle
+            log_dir.mkdir(parents=True)
+            group = _Group(handle=handle, slots=taken, procs=[], log_dir=log_dir)
+            try:
+                self._start(spec, group)
+            except BaseException:
+                _kill(group.procs)
+                raise
+            for slot in taken:
+                self._free.remove(slot)
+            self._groups[handle] = group
+            return handle
+
+    def _describe_slots(self) -> str:
+        return f"GPUs {', '.join(self.gpus)}" if self.gpus else "CPU slots"
+
+    def _start(self, spec: WorkerSpec, group: _Group) -> None:
+        size = spec.slots
+        base = {
+            **os.environ,
+            **spec.env,
+            "WORLD_SIZE": str(size),
+            "LOCAL_WORLD_SIZE": str(size),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()),
+            "GLOO_SOCKET_IFNAME": "lo",
+            "DETLITE_NUM_AGENTS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for rank, slot in enumerate(group.slots):
+            env = {**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot] if self.gpus else ""
+            with (
+                open(group.log_dir / f"rank{rank}.out", "wb") as out,
+                open(group.log_dir / f"rank{rank}.err", "wb") as err,
+            ):
+                group.procs.append(
+                    subprocess.Popen(
+                        list(spec.command),
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        start_new_session=True,
+                    )
+                )
+
+    def _group(self, handle: str) -> _Group:
+        try:
+            return self._groups[handle]
+        except KeyError:
+            raise KeyError(f"no worker group {handle!r} in this resource manager") from None
+
+    def poll(self, handle: str) -> int | None:
+        with self._lock:
+            group = self._group(handle)
+            if group.exit_code is not None:
+                return group.exit_code
+            codes = [p.poll() for p in group.procs]
+            failed = [(r, c) for r, c in enumerate(codes) if c is not None and c != 0]
+            if failed:
+                group.failed_rank, group.exit_code = failed[0]
+            elif all(c == 0 for c in codes):
+                group.exit_code = 0
+            else:
+                return None
+            # Ended: stop the other ranks and whatever any rank started, free the slots.
+            _kill(group.procs)
+            self._free.extend(group.slots)
+            return group.exit_code
+
+    def failed_rank(self, handle: str) -> int | None:
+        """The rank whose exit code ended the group (None: all exited 0, or still running)."""
+        with self._lock:
+            return self._group(handle).failed_rank
+
+    def terminate(self, handle: str, *, force: bool = False) -> None:
+        with self._lock:
+            group = self._group(handle)
+            if group.exit_code is not None:
+                return
+            kill_process_groups((p.pid for p in group.procs), force=force)
+
+    def pids(self, handle: str) -> list[int]:
+        """The process ids of the group's processes, by rank (each leads its own group)."""
+        with self._lock:
+            return [p.pid for p in self._group(handle).procs]
+
+    def log_dir(self, handle: str) -> Path:
+        """The directory with the group's ``rank<N>.out`` and ``rank<N>.err`` files."""
+        with self._lock:
+            return self._group(handle).log_dir
+
+    def handles(self) -> list[str]:
+        """Every group launched and not yet forgotten, running or ended."""
+        with self._lock:
+            return list(self._groups)
+
+    def forget(self, handle: str) -> None:
+        """Drop an ended group's record (its log files stay). Running groups are killed."""
+        with self._lock:
+            group = self._group(handle)
+            if group.exit_code is None:
+                _kill(group.procs)
+                self._free.extend(group.slots)
+            del self._groups[handle]
+
+    def close(self) -> None:
+        """Kill every group this manager started; remove the default work directory."""
+        with self._lock:
+            self._closed = True
+            for group in self._groups.values():
+                _kill(group.procs)
+                if group.exit_code is None:
+                    group.exit_code = -signal.SIGKILL
+                    self._free.extend(group.slots)
+            if self._own_work_dir:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalResourceManager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _kill(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    # Every group, finished leaders included: what a worker started may outlive it.
+    kill_process_groups(p.pid for p in procs)
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=_KILL_WAIT_S)
