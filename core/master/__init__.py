@@ -13,12 +13,30 @@ Modules, each with one job:
 - ``schemas``, ``queries``, ``routers``: wire bodies, database access and endpoints, one
   module per resource in each.
 
-Importing ``detlite`` never imports this package (it brings in FastAPI and SQLAlchemy).
+Importing ``detlite`` never imports this package's server modules (they bring in FastAPI
+and SQLAlchemy), and neither does importing this package: ``create_app`` and ``Settings``
+load on first use, so that a trial worker can use ``detlite.master.context_archive``
+(standard library only) without the server stack.
 """
 
 from __future__ import annotations
 
-from detlite.master.app import create_app
-from detlite.master.settings import Settings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detlite.master.app import create_app
+    from detlite.master.settings import Settings
 
 __all__ = ["Settings", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from detlite.master.app import create_app
+
+        return create_app
+    if name == "Settings":
+        from detlite.master.settings import Settings
+
+        return Settings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,412 @@
+"""The trial worker: ``python -m detlite.exec.trial``, one process per slot of a trial.
+
+The master launches a trial's worker group through its resource manager with this
+environment (the resource manager adds the rank variables of ``DistributedContext.from_env``:
+``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``...):
+
+=========================  ==================================================================
+``DETLITE_MASTER``         the master's URL
+``DETLITE_TOKEN``          a token of the experiment's owner
+``DETLITE_TRIAL_ID``       the trial; ``DETLITE_EXPERIMENT_ID`` its experiment
+``DETLITE_TRIAL_RUN_ID``   the trial's restart count at launch (metrics carry it); default 0
+``DETLITE_ALLOCATION_ID``  this launch; the master refuses (409) a stale one
+``DETLITE_WORK_DIR``       a directory of this launch: ``context/`` and ``checkpoints/``
+``DETLITE_EXTRA_PLUGINS``  optional: plugin objects to register beside the installed ones,
+                           comma-separated ``module:Attribute`` refs (tests name
+                           ``detlite.testing:FakeFrameworkPlugin``)
+=========================  ==================================================================
+
+What a worker does, in order:
+
+1. Fetch the experiment's config, the trial (hyperparameters, seed, warm start) and the
+   context archive; unpack it safely into ``<work dir>/context``, make that the working
+   directory and the first entry of ``sys.path``.
+2. Get the trial class: import ``entrypoint``, or, when the config has
+   ``internal.native.command`` (a script that calls ``create()``), run that script with
+   ``DETLITE_IN_TRIAL_WORKER=1``: ``create()`` then calls ``hand_over(trial_def)``, which
+   records the class and stops the script (``StopLoadingImplementation``).
+3. Build the trial (``detlite.harness.build_trial``) and restore it from the trial's latest
+   COMPLETED checkpoint, else from its warm-start checkpoint (a PBT clone continues from its
+   parent's batches, as the searcher's lengths expect).
+4. Loop on ``GET /api/v1/trials/{id}/searcher/operation?allocationId=&after=``:
+   ``VALIDATE_AFTER`` trains to the length and validates (``TrialRunner.train_to``) and the
+   chief posts ``completed_operation`` with the searcher metric; ``WAIT`` polls again
+   (0.1 s, growing to 1 s); ``CLOSE`` or ``preempt`` checkpoints what is un-checkpointed
+   and exits 0.
+
+Every rank asks for operations with its own ``after``; the master gives all ranks the same
+answer for the same ``after``, so a group stays in step without talking. Only the chief
+posts. The first request after a restore asks with ``after`` one below the restored batch
+count: an operation of exactly that length whose completion was never posted (the worker
+died between its checkpoint and that post) is then run again (its validation repeats, the
+master takes the repeated completion once) instead of being waited for forever.
+
+Stopping: a single-slot worker also polls ``/preemption`` (at most once a second, from a
+thread, while it trains) and stops mid-operation through the trial context's stop request:
+the runner finishes the workload, checkpoints and raises ``TrialStopped``. Multi-slot groups
+stop only between operations, so their ranks never disagree. A stop the trial requested
+itself (``context.set_stop_requested(True)``) makes the chief post ``early_exit``
+``USER_REQUESTED_STOP``; ``InvalidHP`` from the trial, ``early_exit`` ``INVALID_HP``; both
+exit 0.
+
+Exit status: 0 closed, preempted or exited early as above (the master knows which: it
+asked, or was told); 1 anything else: the traceback in the log, or for a 409 from the master
+(a stale worker group, or a trial that has ended) one line, and nothing is saved; 2 a
+missing or bad environment variable. SIGTERM ends the worker with status 143 after shipping
+its logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from detlite.errors import Conflict, InvalidExperiment, InvalidHP
+from detlite.exec._env import EXTRA_PLUGINS_ENV, UsageError, WorkerEnv
+from detlite.exec._handover import (
+    IN_TRIAL_WORKER_ENV,
+    hand_over,
+    in_trial_worker,
+    run_native_command,
+)
+
+if TYPE_CHECKING:
+    from detlite.config import ExperimentConfig
+    from detlite.exec._master import MasterClient
+    from detlite.exec.logship import LogShipper
+    from detlite.plugins import Plugins
+    from detlite.trial import Trial
+    from detlite.workloads import TrialRunner
+
+__all__ = [
+    "EXTRA_PLUGINS_ENV",
+    "IN_TRIAL_WORKER_ENV",
+    "UsageError",
+    "WorkerEnv",
+    "hand_over",
+    "in_trial_worker",
+    "main",
+    "run_for_create",
+    "run_native_command",
+]
+
+log = logging.getLogger("detlite.exec")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TERMINATED = 0, 1, 2, 128 + signal.SIGTERM
+
+_WAIT_FIRST, _WAIT_MAX = 0.1, 1.0
+
+#: The name the issue's design used for ``hand_over`` (``create()`` inside a worker).
+run_for_create = hand_over
+
+
+# -- the worker -----------------------------------------------------------------------------
+
+
+class TrialWorker:
+    """One rank of a trial's worker group (see the module doc for what it does)."""
+
+    def __init__(self, env: WorkerEnv, client: MasterClient) -> None:
+        self.env = env
+        self.client = client
+        self.rank = env.distributed.rank
+        self.is_chief = env.distributed.is_chief
+        self._params = {"allocationId": env.allocation_id}
+
+    # -- setting up ---------------------------------------------------------------------
+
+    def _plugins(self) -> Plugins:
+        from detlite.worker import load_plugins
+
+        return load_plugins(self.env.extra_plugins)
+
+    def _context_dir(self) -> Path:
+        """Unpack the experiment's context archive into ``<work dir>/context``, once.
+
+        Ranks share the work directory: each unpacks into a directory of its own and renames
+        it into place; the first rename wins and the others use its result.
+        """
+        import base64
+        import shutil
+
+        from detlite.master.context_archive import safe_extract
+
+        target = self.env.work_dir / "context"
+        if target.is_dir():
+            return target
+        body = self.client.get(f"/api/v1/experiments/{self.env.experiment_id}/model_def")
+        archive = base64.b64decode(body["b64Tgz"])
+        self.env.work_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".context-rank{self.rank}-", dir=self.env.work_dir))
+        safe_extract(archive, staging)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # another rank was first
+        return target
+
+    def _trial_class(self, config: ExperimentConfig, context_dir: Path) -> type[Trial]:
+        from detlite.context import import_entrypoint
+
+        native = config.internal.native if config.internal is not None else None
+        if native is not None and native.command:
+            return run_native_command(native.command, context_dir)
+        if not config.entrypoint:
+            raise InvalidExperiment(
+                "the experiment's config has no entrypoint (module:ClassName) and no native "
+                "command; the worker has no trial to run"
+            )
+        trial_class: type[Trial] = import_entrypoint(config.entrypoint, context_dir)
+        return trial_class
+
+    def _download(self, data: Mapping[str, Any], why: str) -> Path:
+        from detlite.experimental import Checkpoint
+
+        checkpoint = Checkpoint.from_json(data, session=self.client.session)
+        dest = self.env.work_dir / f"restore-rank{self.rank}" / checkpoint.uuid
+        log.info("restoring from %s checkpoint %s", why, checkpoint.uuid)
+        return Path(checkpoint.download(dest))
+
+    def _restore_from(self, trial: Mapping[str, Any]) -> Path | None:
+        """The checkpoint this run starts from: the trial's latest, else its warm start."""
+        answer = self.client.get(
+            f"/api/v1/trials/{self.env.trial_id}/checkpoints",
+            {"sort_by": "BATCH_NUMBER", "order_by": "DESC", "states": "COMPLETED", "limit": 1},
+        )
+        found = answer.get("checkpoints") or []
+        if found:
+            return self._download(found[0], "the trial's latest")
+        warm = trial.get("warmStartCheckpointUuid")
+        if warm:
+            data = self.client.get(f"/api/v1/checkpoints/{warm}")["checkpoint"]
+            return self._download(data, "its warm-start")
+        return None
+
+    def prepare(self) -> tuple[TrialRunner, Plugins, ExperimentConfig]:
+        from detlite.exec.reporter import MasterReporter
+        from detlite.harness import build_trial
+        from detlite.workloads import TrialRunner
+
+        env = self.env
+        plugins = self._plugins()
+        config_json = self.client.get(f"/api/v1/experiments/{env.experiment_id}")["config"]
+        config = plugins.load_config(config_json)
+        trial = self.client.get(f"/api/v1/trials/{env.trial_id}")["trial"]
+        context_dir = self._context_dir()
+        # As in Determined's harness: relative paths in the trial's code mean what they meant
+        # to its author, and modules it imports later are found.
+        os.chdir(context_dir)
+        sys.path.insert(0, str(context_dir))
+        trial_class = self._trial_class(config, context_dir)
+        built = build_trial(
+            trial_class,
+            config,
+            trial["hparams"],
+            plugins=plugins,
+            trial_seed=int(trial.get("seed") or 0),
+            experiment_id=env.experiment_id,
+            trial_id=env.trial_id,
+            distributed=env.distributed,
+            managed=True,
+            context_dir=context_dir,
+        )
+        restore = self._restore_from(trial)
+        reporter = MasterReporter(
+            self.client,
+            trial_id=env.trial_id,
+            trial_run_id=env.trial_run_id,
+            config=config,
+            plugins=plugins,
+        )
+        runner = TrialRunner(
+            built,
+            env.work_dir / f"checkpoints-rank{self.rank}",
+            reporter=reporter,
+            config=config,
+            latest_checkpoint=restore,
+        )
+        if self.is_chief:
+            plugins.trial_started(env.experiment_id, env.trial_id, trial["hparams"])
+        return runner, plugins, config
+
+    # -- running ------------------------------------------------------------------------
+
+    def _next_operation(self, after: int) -> dict[str, Any]:
+        delay = _WAIT_FIRST
+        while True:
+            answer = self.client.get(
+                f"/api/v1/trials/{self.env.trial_id}/searcher/operation",
+                {**self._params, "after": after},
+            )
+            op = answer.get("operation") or {}
+            if answer.get("preempt") or op.get("kind") != "WAIT":
+                return {"preempt": bool(answer.get("preempt")), **op}
+            time.sleep(delay)
+            delay = min(delay * 2, _WAIT_MAX)
+
+    def _post(self, what: str, body: Mapping[str, Any]) -> None:
+        self.client.post(f"/api/v1/trials/{self.env.trial_id}/{what}", body, self._params)
+
+    def run(self) -> str:
+        """Run the trial until the master closes or preempts it; returns how it ended:
+        ``closed``, ``preempted``, ``stopped`` (the trial asked) or ``invalid_hp``."""
+        from detlite.exec._preemption import PreemptionWatch
+        from detlite.exec.reporter import searcher_metric_value
+        from detlite.workloads import TrialStopped
+
+        try:
+            runner, plugins, config = self.prepare()
+        except InvalidHP as exc:
+            return self._invalid_hp(exc)
+        watch = PreemptionWatch(self.env, runner) if self.env.distributed.size == 1 else None
+        outcome = "failed"
+        try:
+            after = max(runner.batches_trained - 1, 0)
+            while True:
+                op = self._next_operation(after)
+                if op["preempt"] or op.get("kind") == "CLOSE":
+                    outcome = "preempted" if op["preempt"] else "closed"
+                    log.info("%s after %d batches", outcome, runner.batches_trained)
+                    runner.close()
+                    return outcome
+                if op.get("kind") != "VALIDATE_AFTER":
+                    raise RuntimeError(f"the master sent an operation this worker lacks: {op}")
+                length = int(op["length"])
+                if watch is not None:
+                    watch.arm(True)
+                try:
+                    result = runner.train_to(length)
+                finally:
+                    if watch is not None:
+                        watch.arm(False)
+                if self.is_chief:
+                    metric = searcher_metric_value(config, result.metrics)
+                    self._post(
+                        "searcher/completed_operation", {"length": length, "searcherMetric": metric}
+                    )
+                after = length
+        except TrialStopped:
+            runner.close()
+            if watch is not None and watch.preempted:
+                outcome = "preempted"
+                log.info("preempted after %d batches", runner.batches_trained)
+                return outcome
+            outcome = "stopped"
+            if self.is_chief:
+                self._post("early_exit", {"reason": "USER_REQUESTED_STOP"})
+            log.info("the trial requested a stop after %d batches", runner.batches_trained)
+            return outcome
+        except InvalidHP as exc:
+            outcome = "invalid_hp"
+            runner.__exit__(type(exc), exc, exc.__traceback__)
+            return self._invalid_hp(exc)
+        except BaseException as exc:
+            runner.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        finally:
+            if watch is not None:
+                watch.close()
+            if self.is_chief:
+                state = {"closed": "COMPLETED", "failed": "ERROR"}.get(outcome, "CANCELED")
+                plugins.trial_finished(self.env.experiment_id, self.env.trial_id, state)
+
+    def _invalid_hp(self, exc: InvalidHP) -> str:
+        log.info("the trial's hyperparameters are invalid: %s", exc)
+        if self.is_chief:
+            self._post("early_exit", {"reason": "INVALID_HP"})
+        return "invalid_hp"
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: stop now (not an Exception, so that nothing swallows it)."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+def _setup_logging(rank: int) -> None:
+    # Written to the real stderr: the shipper sends records to the master on its own, and
+    # must not receive them a second time through the stderr tee.
+    handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _start_shipper(env: WorkerEnv) -> LogShipper:
+    from detlite.exec._master import MasterClient
+    from detlite.exec.logship import LogShipper
+
+    client = MasterClient(env.master, env.token)
+    path = f"/api/v1/trials/{env.trial_id}/logs"
+    return LogShipper(lambda body: client.post(path, body), rank=env.distributed.rank).install()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The worker's entry point; returns its exit status (see the module doc)."""
+    from detlite.exec._master import MasterClient
+
+    if argv:
+        print(
+            "usage: python -m detlite.exec.trial (configured by the environment)", file=sys.stderr
+        )
+        return EXIT_USAGE
+    try:
+        env = WorkerEnv.from_env()
+    except UsageError as exc:
+        print(f"detlite.exec.trial: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _setup_logging(env.distributed.rank)
+    shipper = _start_shipper(env)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    client = MasterClient(env.master, env.token)
+    status = EXIT_FAILED
+    try:
+        log.info(
+            "trial %d (experiment %d, run %d, allocation %s): rank %d of %d",
+            env.trial_id,
+            env.experiment_id,
+            env.trial_run_id,
+            env.allocation_id,
+            env.distributed.rank,
+            env.distributed.size,
+        )
+        outcome = TrialWorker(env, client).run()
+        log.info("worker done: %s", outcome)
+        status = EXIT_OK
+    except _Terminated:
+        log.warning("terminated by SIGTERM")
+        status = EXIT_TERMINATED
+    except Conflict as exc:
+        # A stale worker group (the master launched another) or a trial that has ended:
+        # nothing this worker does counts any more, so it stops without saving.
+        log.warning("the master refused this worker, which stops: %s", exc)
+        status = EXIT_FAILED
+    except Exception:
+        log.error("the trial failed:\n%s", traceback.format_exc().rstrip())
+        status = EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        client.close()
+        shipper.close()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,215 @@
+"""``MasterReporter``, ``MasterClient`` and ``LogShipper`` against a live master.
+
+A real ``TrialRunner`` of the fake framework reports through ``MasterReporter``: its metrics,
+its checkpoint (uploaded to shared_fs storage, recorded, local copy removed) and what a
+restore from that checkpoint gives. ``MasterClient`` rides out a master that is down and
+comes back on the same port. ``LogShipper`` ships logging records and tee'd stdout/stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detlite.api.enums import ExperimentState
+from detlite.config import load_config
+from detlite.errors import Conflict, MasterNotFound
+from detlite.exec._master import MasterClient
+from detlite.exec.logship import LogShipper
+from detlite.exec.reporter import MasterReporter, json_safe, searcher_metric_value
+from detlite.experimental import Checkpoint
+from detlite.harness import build_trial
+from detlite.launch import free_port
+from detlite.master.orm import Trial
+from detlite.testing import LinearTrial, linear_hparams, make_fake_plugins
+from detlite.workloads import TrialRunner
+from tests.exec.conftest import master_on_port, worker_settings
+from tests.master.conftest import LiveMaster
+from tests.master.factories import experiment_config, make_experiment, make_trial
+
+
+class _Scalar:
+    """Stands in for a framework scalar (numpy, a 0-d tensor): it has ``item()``."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def item(self) -> float:
+        return self.value
+
+
+class _Array:
+    """Stands in for an array: ``item()`` fails for more than one element, ``tolist()`` works."""
+
+    def item(self) -> float:
+        raise ValueError("only one element tensors can be converted to Python scalars")
+
+    def tolist(self) -> list[Any]:
+        return [1, 2.5, float("nan")]
+
+
+def test_json_safe_and_searcher_metric() -> None:
+    assert json_safe(
+        {"a": float("nan"), "b": float("inf"), "c": -math.inf, 3: (1, _Scalar(0.5)), "d": _Array()}
+    ) == {"a": "NaN", "b": "Infinity", "c": "-Infinity", "3": [1, 0.5], "d": [1, 2.5, "NaN"]}
+    assert json_safe({"p": Path("/x")}) == {"p": "/x"}  # anything else: its str
+    config = load_config(experiment_config())
+    assert searcher_metric_value(config, {"validation_loss": _Scalar(0.25)}) == 0.25
+    assert searcher_metric_value(config, {"validation_loss": 2}) == 2.0
+    for bad in (float("nan"), float("inf"), "x", True):
+        assert searcher_metric_value(config, {"validation_loss": bad}) is None
+    assert searcher_metric_value(config, {"other": 1.0}) is None
+
+
+def _rows(master: LiveMaster, tmp_path: Path, **overrides: Any) -> tuple[int, int, dict[str, Any]]:
+    (tmp_path / "storage").mkdir(exist_ok=True)
+    config = experiment_config(tmp_path / "storage", **overrides)
+    with master.db() as db:
+        exp = make_experiment(db, config=config)
+        trial = make_trial(db, exp)
+        return exp.id, trial.id, config
+
+
+def test_reporter_metrics_checkpoints_restore(master: LiveMaster, tmp_path: Path) -> None:
+    exp_id, trial_id, raw = _rows(master, tmp_path, scheduling_unit=2)
+    config = load_config(raw)
+    client = MasterClient(master.url, master.login("determined"), retry_for=5)
+    reporter = MasterReporter(client, trial_id=trial_id, trial_run_id=1, config=config)
+    fake = make_fake_plugins()
+    built = build_trial(
+        LinearTrial, config, linear_hparams(), plugins=fake, experiment_id=exp_id, trial_id=trial_id
+    )
+    local = tmp_path / "local"
+    with TrialRunner(built, local, reporter=reporter) as runner:
+        result = runner.train_to(4)
+
+    api = master.client(master.login("admin"))
+    training = api.get(f"/api/v1/trials/{trial_id}/metrics", params={"kind": "training"}).json()
+    assert [(m["stepsCompleted"], m["trialRunId"]) for m in training["metrics"]] == [(2, 1), (4, 1)]
+    assert all(isinstance(m["metrics"]["loss"], float) for m in training["metrics"])
+    validation = api.get(f"/api/v1/trials/{trial_id}/metrics", params={"kind": "validation"})
+    [row] = validation.json()["metrics"]
+    assert row["stepsCompleted"] == 4 and row["numInputs"] == 12
+    assert row["metrics"] == pytest.approx(dict(result.metrics))
+
+    # The checkpoint: stored, recorded with its files, linked to the validation, local copy gone.
+    [uuid] = reporter.checkpoints
+    assert not (local / uuid).exists()
+    assert (tmp_path / "storage" / uuid / "metadata.json").is_file()
+    ckpts = api.get(f"/api/v1/trials/{trial_id}/checkpoints").json()["checkpoints"]
+    assert [c["uuid"] for c in ckpts] == [uuid]
+    ckpt = ckpts[0]
+    assert ckpt["state"] == "STATE_COMPLETED" and ckpt["batchNumber"] == 4
+    assert {"fake_state.json", "metadata.json"} <= set(ckpt["files"])
+    assert ckpt["format"] == "fake-json" and ckpt["framework"].startswith("fake")
+    assert ckpt["metadata"]["batches_trained"] == 4 and ckpt["metadata"]["uuid"] == uuid
+    assert not {"experiment_config", "workload_state"} & set(ckpt["metadata"])
+    assert ckpt["searcherMetric"] == pytest.approx(result.metrics["validation_loss"])
+
+    # What a worker restoring from it gets: the same weights and the runner's state.
+    path = Checkpoint.from_json(ckpt, session=client.session).download(tmp_path / "restore")
+    again = build_trial(LinearTrial, config, linear_hparams(), plugins=fake, trial_id=trial_id)
+    with TrialRunner(again, tmp_path / "local2", latest_checkpoint=path) as restored:
+        assert restored.batches_trained == 4
+        assert again.context.require_model() == built.context.require_model()
+
+    # Values JSON cannot carry, and framework scalars, arrive in the master's forms.
+    weird = {"loss": float("nan"), "big": float("inf"), "lr": _Scalar(0.5), "v": _Array()}
+    reporter.report_training(6, weird, 8)
+    training = api.get(f"/api/v1/trials/{trial_id}/metrics", params={"kind": "training"}).json()
+    assert training["metrics"][-1]["metrics"] == {
+        "loss": "NaN",
+        "big": "Infinity",
+        "lr": 0.5,
+        "v": [1, 2.5, "NaN"],
+    }
+
+    # An error answer that retrying cannot fix is raised at once: the trial has ended.
+    with master.db() as db:
+        db.get(Trial, trial_id).state = ExperimentState.COMPLETED  # type: ignore[union-attr]
+        db.commit()
+    with pytest.raises(Conflict):
+        reporter.report_validation(8, {"validation_loss": 0.1}, 12)
+    client.close()
+
+
+def test_client_rides_out_a_master_restart(sqlite_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    settings = worker_settings(sqlite_url, tmp_path)
+    with master_on_port(settings, port) as first:
+        token = first.login("determined")
+        url = first.url
+    # Nothing listens now: a short retry budget gives up with MasterNotFound.
+    with pytest.raises(MasterNotFound):
+        MasterClient(url, token, retry_for=0.3).get("/api/v1/users/determined")
+
+    client = MasterClient(url, token, retry_for=60)
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            answers.append(client.get("/api/v1/users/determined"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    time.sleep(1.0)  # the request is failing and being retried meanwhile
+    assert not answers and not errors
+    with master_on_port(settings, port):
+        asking.join(timeout=60)
+    assert not errors, errors
+    assert answers[0]["user"]["username"] == "determined"
+
+
+def test_log_shipper(sqlite_master: LiveMaster, tmp_path: Path) -> None:
+    _, trial_id, _ = _rows(sqlite_master, tmp_path)
+    client = MasterClient(sqlite_master.url, sqlite_master.login("determined"), retry_for=5)
+    path = f"/api/v1/trials/{trial_id}/logs"
+    stdout, stderr = sys.stdout, sys.stderr
+    logger = logging.getLogger("detlite.test_logship")
+    logger.setLevel(logging.DEBUG)
+    shipper = LogShipper(lambda body: client.post(path, body), rank=3, interval=0.05).install()
+    try:
+        print("hello from stdout")
+        logger.info("a record")
+        logger.debug("below INFO: not shipped")
+        sys.stderr.write("an error line\nunfinished")
+        print("two\nlines")
+    finally:
+        shipper.close()
+    assert sys.stdout is stdout and sys.stderr is stderr
+    api = sqlite_master.client(sqlite_master.login("admin"))
+    logs = api.get(path).json()["logs"]
+    assert {log["rank"] for log in logs} == {3}
+    shipped = sorted((log["message"], log["level"]) for log in logs)
+    assert shipped == sorted(
+        [
+            ("hello from stdout", "INFO"),
+            ("detlite.test_logship: a record", "INFO"),
+            ("an error line", "ERROR"),
+            ("unfinished", "ERROR"),  # shipped at close, though its line never ended
+            ("two", "INFO"),
+            ("lines", "INFO"),
+        ]
+    )
+
+    # A full queue drops the newest lines and says so once it can.
+    small = LogShipper(lambda body: client.post(path, body), rank=0, max_queued=2)
+    for i in range(5):
+        small.ship(f"line {i}")
+    assert small.dropped == 3
+    small.close()
+    tail = [log["message"] for log in api.get(path).json()["logs"][-3:]]
+    assert tail[0].startswith("[detlite] 3 log lines were dropped")
+    assert tail[1:] == ["line 0", "line 1"]
+    assert small.dropped == 0
+    client.close()
