@@ -43,6 +43,17 @@ __all__ = ["master_command"]
     help="How long a login token stays valid.",
 )
 @click.option(
+    "--slots",
+    type=click.IntRange(min=1),
+    help="Slots for trials [default: one per GPU found, else one per CPU core]",
+)
+@click.option(
+    "--resource-manager",
+    default="local",
+    show_default=True,
+    help="Where trials run: a registered resource manager (see detlite plugins).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -54,6 +65,8 @@ def master_command(
     port: int,
     storage: Path | None,
     token_ttl_hours: float,
+    slots: int | None,
+    resource_manager: str,
     log_level: str,
 ) -> None:
     """Run a master (REST API, database, checkpoint storage) in the foreground."""
@@ -65,6 +78,8 @@ def master_command(
         "host": host,
         "port": port,
         "token_ttl": dt.timedelta(hours=token_ttl_hours),
+        "slots": slots,
+        "resource_manager": resource_manager,
     }
     if db_url:
         options["db_url"] = db_url

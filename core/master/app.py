@@ -1,7 +1,11 @@
 """``create_app(settings)``: the master as a FastAPI application.
 
-The lifespan opens the database, brings it to the newest schema (alembic ``upgrade head``) and
-disposes of the engine at shutdown. Every route needs a token unless marked public (see
+The lifespan opens the database, brings it to the newest schema (alembic ``upgrade head``),
+starts the scheduler (``detlite.master.scheduler``; unless ``settings.scheduler`` is off) and,
+at shutdown, stops it (workers are asked to checkpoint and stop) and disposes of the engine.
+``resource_manager`` replaces the one the settings name (tests, embedders). When the
+master listens on port 0, the first request tells the scheduler the port it got, since
+workers need the master's address. Every route needs a token unless marked public (see
 ``detlite.master.deps``); every error has the shape in ``detlite.master.errors``; the OpenAPI
 document is at ``/openapi.json`` (and the interactive docs at ``/docs``), both public.
 """
@@ -16,12 +20,15 @@ from typing import Any
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from detlite import __version__
+from detlite.interfaces import ResourceManager
 from detlite.master import db
 from detlite.master.deps import MasterState, authenticate
 from detlite.master.errors import install_error_handlers, openapi_error_responses
 from detlite.master.routers import ROUTERS
+from detlite.master.scheduler import Scheduler
 from detlite.master.settings import Settings
 
 __all__ = ["create_app"]
@@ -29,7 +36,27 @@ __all__ = ["create_app"]
 logger = logging.getLogger("detlite.master")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class _LearnAddress:
+    """Tells the scheduler the address requests reach the master at, until it knows one."""
+
+    def __init__(self, app: ASGIApp, scheduler_of: Any) -> None:
+        self.app = app
+        self.scheduler_of = scheduler_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scheduler: Scheduler | None = self.scheduler_of()
+            server = scope.get("server")
+            if scheduler is not None and scheduler.url is None and server and server[1]:
+                host, port = server[0], server[1]
+                host = f"[{host}]" if ":" in host else host
+                scheduler.learn_url(f"http://{host}:{port}")
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    settings: Settings | None = None, *, resource_manager: ResourceManager | None = None
+) -> FastAPI:
     """A new master application; nothing touches the database until it starts."""
     settings = settings or Settings()
 
@@ -41,8 +68,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.info(
                 "database %s at revision %s", db.redact_url(settings.db_url), db.head_revision()
             )
-            app.state.master = MasterState(settings, engine, db.make_sessionmaker(engine))
-            yield
+            maker = db.make_sessionmaker(engine)
+            app.state.master = MasterState(settings, engine, maker)
+            scheduler = Scheduler(settings, maker, resource_manager)
+            app.state.scheduler = scheduler
+            if settings.scheduler:
+                await anyio.to_thread.run_sync(scheduler.start)
+            try:
+                yield
+            finally:
+                await anyio.to_thread.run_sync(scheduler.stop)
         finally:
             engine.dispose()
 
@@ -54,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
+    app.add_middleware(_LearnAddress, scheduler_of=lambda: getattr(app.state, "scheduler", None))
     for router in ROUTERS:
         app.include_router(router)
 

@@ -4,6 +4,16 @@ Defaults follow the XDG base directories: the data directory is ``$XDG_DATA_HOME
 (``~/.local/share/detlite`` when unset), holding ``master.db`` (the SQLite database) and
 ``checkpoints/`` (shared_fs checkpoint storage). ``detlite master`` fills these from its
 options; tests build them directly. Nothing here imports the web or database stack.
+
+Scheduling (``detlite.master.scheduler``): with ``scheduler`` on (the default) the master
+runs its experiments on the resource manager named by ``resource_manager`` (a plugin's name;
+``local`` runs worker process groups on this host) with ``slots`` slots (None: the resource
+manager's own default, for ``local`` every GPU found, else ``os.cpu_count()`` CPU slots).
+Workers get a per-launch directory under ``work_dir`` (default: ``work/`` beside
+``storage_path``) and reach the master at ``master_url`` (default: ``url``; with port 0 the
+address the first request came to). ``scheduler_tick`` is how often the scheduler looks at
+its workers; events from the API wake it sooner. At shutdown, workers are asked to
+checkpoint and stop, and are killed after ``stop_grace`` seconds.
 """
 
 from __future__ import annotations
@@ -41,9 +51,21 @@ class Settings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
     storage_path: Path = Field(default_factory=default_storage_path)
     token_ttl: dt.timedelta = Field(default=dt.timedelta(days=30), gt=dt.timedelta(0))
+    scheduler: bool = True
+    resource_manager: str = "local"
+    slots: int | None = Field(default=None, ge=1)
+    work_dir: Path | None = None
+    master_url: str | None = None
+    scheduler_tick: float = Field(default=0.2, gt=0, le=10)
+    stop_grace: float = Field(default=10.0, ge=0)
 
     @property
     def url(self) -> str:
         """The address clients use: ``http://host:port`` (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def worker_dir(self) -> Path:
+        """Where trial workers get their per-launch directories."""
+        return self.work_dir if self.work_dir is not None else self.storage_path.parent / "work"

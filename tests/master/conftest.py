@@ -191,7 +191,10 @@ def serve_in_thread(app: FastAPI) -> Iterator[str]:
 
 
 def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
-    return Settings(db_url=db_url, storage_path=tmp_path / "checkpoints", port=0, **overrides)
+    """A master's settings for tests; the scheduler is off unless ``scheduler=True``: API
+    tests make their trials themselves (scheduling tests turn it on)."""
+    values: dict[str, Any] = {"port": 0, "scheduler": False, **overrides}
+    return Settings(db_url=db_url, storage_path=tmp_path / "checkpoints", **values)
 
 
 @contextmanager

@@ -4,6 +4,23 @@ An experiment keeps everything needed to resume it after a master restart: the v
 config, the context archive (a blob in the database, or a path in checkpoint storage when it
 is kept outside), and the searcher's state as JSON. A trial keeps what a restarted worker
 needs: its hparams, seed, restarts so far, batches trained and warm-start checkpoint.
+
+A trial also keeps the scheduler's run-time state (migration 0002), so that a restarted
+master carries on exactly where the last one stopped (``detlite.master.scheduler``):
+
+- the searcher's work for it: ``pending_ops`` (VALIDATE_AFTER operations not yet completed,
+  in order, each ``{"units", "batches"}``), ``close_requested`` (the searcher closed it:
+  CLOSE once ``pending_ops`` is empty), ``completed_batches`` (the length of the last
+  completed operation; a repeated completion at or below it is ignored), and
+  ``early_exit_reason`` (the worker reported an early exit);
+- ``searcher_done``: the searcher has been told that the trial ended (closed or exited);
+- its current worker group, if any: ``allocation_id`` (a uuid per launch; the protocol
+  endpoints refuse any other), ``allocation_handle`` (the resource manager's handle),
+  ``allocation_pids`` (the processes, when the resource manager tells them, so that a
+  restarted master can stop a crashed one's workers), ``allocation_answers`` (the operation
+  answer fixed for each ``after`` the group asked about, so that every rank sees the same
+  sequence), ``allocation_stop`` (the group was told to stop, by CLOSE or preemption, so
+  exiting 0 is expected) and ``allocation_start_time``.
 """
 
 from __future__ import annotations
@@ -80,6 +97,19 @@ class Trial(Base):
     # Filled in by resource managers (later): where the trial's workers ran.
     node: Mapped[str | None] = mapped_column(sa.String(255))
     devices: Mapped[list[str] | None] = mapped_column(sa.JSON)
+    # The scheduler's run-time state (see the module docstring).
+    pending_ops: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON)
+    # Server defaults too: migration 0002 added these NOT NULL columns to existing rows.
+    close_requested: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    completed_batches: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    early_exit_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    searcher_done: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    allocation_id: Mapped[str | None] = mapped_column(sa.String(36))
+    allocation_handle: Mapped[str | None] = mapped_column(sa.String(255))
+    allocation_pids: Mapped[list[int] | None] = mapped_column(sa.JSON)
+    allocation_answers: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    allocation_stop: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    allocation_start_time: Mapped[dt.datetime | None]
 
     experiment: Mapped[Experiment] = relationship(back_populates="trials")
 

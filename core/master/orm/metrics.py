@@ -3,7 +3,9 @@
 Rows are read back per trial in batch order (``trial_id, batches_trained``) or in insertion
 order for logs (``trial_id, id``), so those are the indexes. ``trial_run_id`` is the trial's
 restart count when the row was reported: after a restart from an older checkpoint, readers
-keep the latest run's rows for a batch number.
+keep the latest run's rows for a batch number. (trial, trialRunId, batches) is unique in each
+metrics table (migration 0002), so that two identical reports racing each other cannot both
+insert: the second fails and its retry replaces the first.
 """
 
 from __future__ import annotations
@@ -35,14 +37,20 @@ class TrainingMetrics(_MetricsRow, Base):
     """The metrics of one scheduling unit of training (averaged per batch, or per batch)."""
 
     __tablename__ = "training_metrics"
-    __table_args__ = (sa.Index(None, "trial_id", "batches_trained"),)
+    __table_args__ = (
+        sa.Index(None, "trial_id", "batches_trained"),
+        sa.Index(None, "trial_id", "trial_run_id", "batches_trained", unique=True),
+    )
 
 
 class ValidationMetrics(_MetricsRow, Base):
     """One validation's metrics; ``num_inputs`` is how many records it averaged over."""
 
     __tablename__ = "validation_metrics"
-    __table_args__ = (sa.Index(None, "trial_id", "batches_trained"),)
+    __table_args__ = (
+        sa.Index(None, "trial_id", "batches_trained"),
+        sa.Index(None, "trial_id", "trial_run_id", "batches_trained", unique=True),
+    )
 
     num_inputs: Mapped[int | None]
 

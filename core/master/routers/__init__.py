@@ -16,6 +16,7 @@ from detlite.master.routers import (
     health,
     metrics,
     models,
+    searcher,
     trials,
     users,
 )
@@ -31,4 +32,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     experiments.router,
     trials.router,
     metrics.router,
+    searcher.router,
 )

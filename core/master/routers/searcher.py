@@ -1,0 +1,91 @@
+"""The worker protocol: trial workers ask what to do and tell what they did.
+
+Served for the master's scheduler (``detlite.master.scheduler``, whose ``protocol`` module
+says how answers are chosen); every call names the worker group's ``allocationId``, and a
+group that is not the trial's current one gets 409 (a stale worker: it should stop).
+
+- ``GET /api/v1/trials/{id}/searcher/operation?allocationId=A&after=N`` ->
+  ``{"operation": {"kind": "VALIDATE_AFTER", "length": batches} | {"kind": "CLOSE"} |
+  {"kind": "WAIT"}, "preempt": bool}``. Every rank asks with the batches it has; the answer
+  for a given ``after`` is fixed by the first non-WAIT one, so all ranks agree.
+- ``POST /api/v1/trials/{id}/searcher/completed_operation?allocationId=A`` body
+  ``{"length": batches, "searcherMetric": float | null}`` -> ``{}`` (the chief; a repeat
+  is ignored; 409 for a length that is not the outstanding operation's; 400 without a
+  metric when the searcher compares by one).
+- ``GET /api/v1/trials/{id}/preemption?allocationId=A`` -> ``{"preempt": bool}``.
+- ``POST /api/v1/trials/{id}/early_exit?allocationId=A`` body ``{"reason": "INVALID_HP" |
+  "USER_REQUESTED_STOP" | "ERRORED"}`` -> ``{}`` (the searcher hears it; the trial closes).
+
+Reads need a login; the two POSTs need the experiment's owner (the worker's token is the
+owner's) or an admin. Without a running scheduler (``Settings.scheduler`` off) no trial has
+an allocation, so every call is a 409.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from detlite.master.deps import CurrentUser
+from detlite.master.routers.trials import TrialId
+from detlite.master.scheduler import get_scheduler
+from detlite.master.schemas.searcher import (
+    CompletedOperationRequest,
+    EarlyExitRequest,
+    OperationResponse,
+    PreemptionResponse,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["searcher"])
+
+AllocationId = Annotated[
+    str, Query(alias="allocationId", min_length=1, max_length=64, description="the worker group")
+]
+
+
+@router.get("/api/v1/trials/{trial_id}/searcher/operation", response_model_exclude_none=True)
+def get_operation(
+    request: Request,
+    trial_id: TrialId,
+    allocation_id: AllocationId,
+    user: CurrentUser,
+    after: Annotated[int, Query(ge=0, description="the batches the caller has trained")] = 0,
+) -> OperationResponse:
+    answer = get_scheduler(request).operation(trial_id, allocation_id, after)
+    return OperationResponse.model_validate(answer)
+
+
+@router.post("/api/v1/trials/{trial_id}/searcher/completed_operation")
+def completed_operation(
+    request: Request,
+    trial_id: TrialId,
+    allocation_id: AllocationId,
+    user: CurrentUser,
+    body: CompletedOperationRequest,
+) -> dict[str, Any]:
+    get_scheduler(request).completed_operation(
+        user, trial_id, allocation_id, body.length, body.searcher_metric
+    )
+    return {}
+
+
+@router.get("/api/v1/trials/{trial_id}/preemption")
+def get_preemption(
+    request: Request, trial_id: TrialId, allocation_id: AllocationId, user: CurrentUser
+) -> PreemptionResponse:
+    return PreemptionResponse(preempt=get_scheduler(request).preemption(trial_id, allocation_id))
+
+
+@router.post("/api/v1/trials/{trial_id}/early_exit")
+def early_exit(
+    request: Request,
+    trial_id: TrialId,
+    allocation_id: AllocationId,
+    user: CurrentUser,
+    body: EarlyExitRequest,
+) -> dict[str, Any]:
+    get_scheduler(request).early_exit(user, trial_id, allocation_id, body.reason)
+    return {}
