@@ -16,10 +16,13 @@ import click
 
 from detlite import __version__
 from detlite.cli.checkpoint_cmd import checkpoint_group
+from detlite.cli.experiment_cmd import experiment_group
 from detlite.cli.master_cmd import master_command
 from detlite.cli.model_cmd import model_group
 from detlite.cli.plugins_cmd import plugins_command
 from detlite.cli.preview import preview_search_command
+from detlite.cli.trial_cmd import trial_group
+from detlite.cli.up_cmd import down_command, up_command
 from detlite.cli.user_cmd import user_group
 from detlite.errors import DetliteError
 from detlite.plugins import get_plugins
@@ -41,6 +44,10 @@ cli.add_command(master_command)
 cli.add_command(user_group)
 cli.add_command(model_group)
 cli.add_command(checkpoint_group)
+cli.add_command(experiment_group)
+cli.add_command(trial_group)
+cli.add_command(up_command)
+cli.add_command(down_command)
 
 
 def build_cli() -> click.Group:

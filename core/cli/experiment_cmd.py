@@ -1,0 +1,467 @@
+"""``detlite experiment``: create, list, describe, follow, steer and wait for experiments.
+
+The commands speak the REST API through ``detlite.api`` (imported inside the commands, so
+``detlite --help`` stays fast); ``create`` submits through ``Determined.create_experiment``'s
+context packing (``.detignore`` honoured, the size limit checked before anything is sent).
+Decisions:
+
+- ``list`` shows the current user's unarchived experiments; ``--all`` shows everyone's,
+  archived ones included (as ``det experiment list --all``).
+- ``logs`` prints every trial's logs, trial by trial; ``-f`` keeps polling (new trials
+  included) until the experiment has ended and every log line has been read.
+- ``wait`` prints one progress line (state, trials ended out of all, the best searcher
+  metric so far), rewritten in place on a terminal and printed again only when it changes
+  otherwise. It exits 0 for COMPLETED and 1 for any other end; a PAUSED experiment is an
+  error, as in ``ExperimentReference.wait``, since nothing would finish it.
+- ``create --test`` runs Determined's test experiment: the config is validated, then an
+  archived experiment with one trial, one batch and one validation runs
+  (``test_experiment_config``); exit 1 (with the trials' logs) unless it COMPLETED.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from detlite.cli.model_cmd import format_time, master_option
+from detlite.cli.table import render_table
+
+if TYPE_CHECKING:
+    from detlite.api import Session
+
+__all__ = [
+    "experiment_group",
+    "follow_logs",
+    "format_log",
+    "format_metrics",
+    "state_name",
+    "test_experiment_config",
+]
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the master's JSON.")
+_TERMINAL = {"COMPLETED", "CANCELED", "ERROR", "DELETED", "DELETE_FAILED"}
+_LOG_PAGE = 1000
+
+
+def state_name(value: Any) -> str:
+    """``STATE_ACTIVE`` as ``ACTIVE``."""
+    return str(value or "").removeprefix("STATE_")
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _format_value(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def format_metrics(metrics: Mapping[str, Any] | None) -> str:
+    """``name=value`` pairs, floats with six significant digits."""
+    return ", ".join(f"{k}={_format_value(v)}" for k, v in (metrics or {}).items())
+
+
+def format_log(entry: Mapping[str, Any], *, trial_prefix: bool) -> str:
+    """One log line as ``[trial N] [rank R] message`` (the trial only with ``trial_prefix``)."""
+    parts = []
+    if trial_prefix:
+        parts.append(f"[trial {entry['trialId']}]")
+    if entry.get("rank") is not None:
+        parts.append(f"[rank {entry['rank']}]")
+    message = str(entry.get("message", "")).rstrip("\n")
+    return " ".join([*parts, message])
+
+
+def _searcher(config: Mapping[str, Any]) -> tuple[str | None, bool]:
+    searcher = config.get("searcher") or {}
+    return searcher.get("metric"), bool(searcher.get("smaller_is_better", True))
+
+
+def _best_metric(trial: Mapping[str, Any], metric: str | None) -> float | None:
+    best = trial.get("bestValidation") or {}
+    value = (best.get("metrics") or {}).get(metric) if metric else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _experiment_path(experiment_id: int) -> str:
+    return f"/api/v1/experiments/{experiment_id}"
+
+
+def _trials(session: Session, experiment_id: int) -> list[dict[str, Any]]:
+    answer = session.get(f"{_experiment_path(experiment_id)}/trials", params={"limit": 0})
+    return list(answer["trials"])
+
+
+def follow_logs(
+    session: Session,
+    trial_ids: Callable[[], Iterable[int]],
+    ended: Callable[[], bool] | None,
+    *,
+    trial_prefix: bool,
+    interval: float = 1.0,
+) -> None:
+    """Print the logs of ``trial_ids()``; with ``ended``, keep polling until it is true.
+
+    ``ended`` is asked before each round of reads, so the round after the end still
+    prints what the workers sent last.
+    """
+    offsets: dict[int, int] = {}
+    while True:
+        done = ended is None or ended()
+        for trial_id in trial_ids():
+            while True:
+                answer = session.get(
+                    f"/api/v1/trials/{trial_id}/logs",
+                    params={"offset": offsets.get(trial_id, 0), "limit": _LOG_PAGE},
+                )
+                for entry in answer["logs"]:
+                    click.echo(format_log(entry, trial_prefix=trial_prefix))
+                offsets[trial_id] = int(answer["pagination"]["endIndex"])
+                if len(answer["logs"]) < _LOG_PAGE:
+                    break
+        if done:
+            return
+        time.sleep(interval)
+
+
+def _experiment_ended(session: Session, experiment_id: int) -> Callable[[], bool]:
+    def ended() -> bool:
+        state = session.get(_experiment_path(experiment_id))["experiment"]["state"]
+        return state_name(state) in _TERMINAL
+
+    return ended
+
+
+def _trial_ids(session: Session, experiment_id: int) -> Callable[[], list[int]]:
+    return lambda: sorted(int(t["id"]) for t in _trials(session, experiment_id))
+
+
+@click.group("experiment")
+@master_option
+@click.pass_context
+def experiment_group(ctx: click.Context, master: str | None) -> None:
+    """Experiments: create them, follow them, pause, activate, cancel, kill, wait."""
+    ctx.obj = master
+
+
+# -- create -----------------------------------------------------------------------------------
+
+
+def test_experiment_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Determined's test experiment of ``raw``: one trial (the ``single`` searcher samples
+    its hyperparameters), one batch, one validation, no restarts, no checkpoints kept."""
+    config = dict(raw)
+    searcher = dict(config.get("searcher") or {})
+    if not searcher.get("metric"):
+        raise click.UsageError("a test experiment needs searcher.metric in the config")
+    config["description"] = "[test-mode] " + str(config.get("description") or "")
+    config["scheduling_unit"] = 1
+    config["min_validation_period"] = {"batches": 1}
+    config["max_restarts"] = 0
+    config["searcher"] = {
+        "name": "single",
+        "metric": searcher["metric"],
+        "smaller_is_better": searcher.get("smaller_is_better", True),
+        "max_length": {"batches": 1},
+    }
+    storage = config.get("checkpoint_storage")
+    if isinstance(storage, Mapping):
+        keep = {"save_experiment_best": 0, "save_trial_best": 0, "save_trial_latest": 0}
+        config["checkpoint_storage"] = {**storage, **keep}
+    return config
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="CONFIG") from exc
+    if not isinstance(raw, dict):
+        raise click.BadParameter(f"{path} is not a YAML mapping", param_hint="CONFIG")
+    return raw
+
+
+@experiment_group.command("create")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("context_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--test", "test_mode", is_flag=True, help="Run a one-batch test experiment.")
+@click.option("-f", "--follow", is_flag=True, help="Print the trials' logs until it ends.")
+@click.option("--paused", is_flag=True, help="Create it PAUSED (activate it later).")
+@click.pass_obj
+def create_command(
+    master: str | None, config: Path, context_dir: Path, test_mode: bool, follow: bool, paused: bool
+) -> None:
+    """Create an experiment from CONFIG (YAML) and the code in CONTEXT_DIR."""
+    from detlite.experimental import Determined
+
+    raw = _read_config(config)
+    with Determined(master) as det:
+        session = det._session
+        if test_mode:
+            _run_test_experiment(session, raw, context_dir)
+            return
+        experiment = det.create_experiment(raw, context_dir, activate=not paused)
+        click.echo(f"Created experiment {experiment.id}")
+        if follow:
+            follow_logs(
+                session,
+                _trial_ids(session, experiment.id),
+                _experiment_ended(session, experiment.id),
+                trial_prefix=True,
+            )
+            state = state_name(session.get(_experiment_path(experiment.id))["experiment"]["state"])
+            click.echo(f"Experiment {experiment.id} ended {state}")
+
+
+def _run_test_experiment(session: Session, raw: Mapping[str, Any], context_dir: Path) -> None:
+    import yaml
+
+    from detlite.experimental._determined import pack_context
+
+    files = pack_context(context_dir)
+    check = {"config": yaml.safe_dump(dict(raw), sort_keys=False), "validateOnly": True}
+    session.post("/api/v1/experiments", json=check)
+    click.echo("Config is valid; starting the test experiment")
+    body = {
+        "config": yaml.safe_dump(test_experiment_config(raw), sort_keys=False),
+        "modelDefinition": files,
+        "activate": True,
+        "archived": True,
+    }
+    experiment_id = int(session.post("/api/v1/experiments", json=body)["experiment"]["id"])
+    click.echo(f"Created test experiment {experiment_id} (archived)")
+    state = _wait(session, experiment_id, interval=0.5, timeout=None)
+    if state == "COMPLETED":
+        click.echo(f"Test experiment {experiment_id} completed successfully")
+        return
+    click.echo(f"Test experiment {experiment_id} ended {state}; its trials' logs:", err=True)
+    follow_logs(session, _trial_ids(session, experiment_id), None, trial_prefix=True)
+    raise SystemExit(1)  # click returns, not raises, its Exit in main()
+
+
+# -- list and describe ------------------------------------------------------------------------
+
+
+@experiment_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Every user's, archived ones included.")
+@json_option
+@click.pass_obj
+def list_command(master: str | None, show_all: bool, as_json: bool) -> None:
+    """List experiments (yours, unarchived, unless --all)."""
+    from detlite.api import login_session
+
+    params: dict[str, Any] = {"limit": 0, "sort_by": "SORT_BY_ID", "order_by": "ORDER_BY_ASC"}
+    with login_session(master) as session:
+        if not show_all:
+            params["archived"] = "false"
+            params["users"] = [session.get("/api/v1/auth/user")["user"]["username"]]
+        experiments = session.get("/api/v1/experiments", params=params)["experiments"]
+    if as_json:
+        _echo_json(experiments)
+        return
+    rows = [
+        [
+            e["id"],
+            e.get("username", ""),
+            e.get("description", ""),
+            state_name(e["state"]),
+            f"{e['progress'] * 100:.0f}%" if e.get("progress") is not None else "",
+            e.get("numTrials", ""),
+            "yes" if e.get("archived") else "no",
+            format_time(e.get("startTime")),
+            format_time(e.get("endTime")),
+        ]
+        for e in experiments
+    ]
+    headers = ["ID", "OWNER", "DESCRIPTION", "STATE", "PROGRESS", "TRIALS", "ARCHIVED"]
+    click.echo(render_table([*headers, "STARTED", "ENDED"], rows))
+
+
+def _describe_lines(experiment: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    metric, smaller = _searcher(config)
+    searcher = config.get("searcher") or {}
+    lines = [
+        ("ID", experiment["id"]),
+        ("Description", experiment.get("description", "")),
+        ("Owner", experiment.get("username", "")),
+        ("State", state_name(experiment["state"])),
+        ("Archived", "yes" if experiment.get("archived") else "no"),
+        ("Searcher", searcher.get("name", "")),
+        ("Metric", f"{metric} ({'smaller' if smaller else 'larger'} is better)" if metric else ""),
+        ("Labels", ", ".join(experiment.get("labels") or [])),
+        ("Started", format_time(experiment.get("startTime"))),
+        ("Ended", format_time(experiment.get("endTime"))),
+    ]
+    width = max(len(k) for k, _ in lines) + 1
+    return "\n".join(f"{(k + ':').ljust(width)}  {v}".rstrip() for k, v in lines)
+
+
+def _trial_row(trial: Mapping[str, Any], metric: str | None) -> list[Any]:
+    best = _best_metric(trial, metric)
+    checkpoint = trial.get("bestCheckpoint") or {}
+    return [
+        trial["id"],
+        state_name(trial["state"]),
+        trial.get("totalBatchesProcessed", 0),
+        _format_value(best) if best is not None else "",
+        trial.get("restarts", 0),
+        checkpoint.get("uuid", ""),
+        json.dumps(trial.get("hparams") or {}, sort_keys=True),
+    ]
+
+
+@experiment_group.command("describe")
+@click.argument("experiment_id", type=int)
+@json_option
+@click.pass_obj
+def describe_command(master: str | None, experiment_id: int, as_json: bool) -> None:
+    """Show experiment EXPERIMENT_ID and its trials."""
+    from detlite.api import login_session
+
+    with login_session(master) as session:
+        answer = session.get(_experiment_path(experiment_id))
+        trials = _trials(session, experiment_id)
+    if as_json:
+        _echo_json({**answer, "trials": trials})
+        return
+    config = answer["config"]
+    metric, _ = _searcher(config)
+    click.echo(_describe_lines(answer["experiment"], config))
+    click.echo("")
+    if not trials:
+        click.echo("No trials yet.")
+        return
+    headers = ["TRIAL", "STATE", "BATCHES", f"BEST {metric or 'METRIC'}", "RESTARTS"]
+    rows = [_trial_row(t, metric) for t in sorted(trials, key=lambda t: int(t["id"]))]
+    click.echo(render_table([*headers, "BEST CHECKPOINT", "HPARAMS"], rows))
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+
+@experiment_group.command("logs")
+@click.argument("experiment_id", type=int)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the experiment ends.")
+@click.pass_obj
+def logs_command(master: str | None, experiment_id: int, follow: bool) -> None:
+    """Print the logs of every trial of EXPERIMENT_ID."""
+    from detlite.api import login_session
+
+    with login_session(master) as session:
+        session.get(_experiment_path(experiment_id))  # NotFound before anything else
+        ended = _experiment_ended(session, experiment_id) if follow else None
+        follow_logs(session, _trial_ids(session, experiment_id), ended, trial_prefix=True)
+
+
+# -- state changes ----------------------------------------------------------------------------
+
+
+def _action(name: str, done: str, help_text: str) -> click.Command:
+    @click.argument("experiment_id", type=int)
+    @click.pass_obj
+    def command(master: str | None, experiment_id: int) -> None:
+        from detlite.api import login_session
+
+        with login_session(master) as session:
+            answer = session.post(f"{_experiment_path(experiment_id)}/{name}")
+        state = state_name(answer["experiment"]["state"])
+        click.echo(f"{done} experiment {experiment_id} (now {state})")
+
+    command.__doc__ = help_text
+    return experiment_group.command(name)(command)
+
+
+_action("pause", "Paused", "Pause EXPERIMENT_ID: its trials checkpoint and stop.")
+_action("activate", "Activated", "Activate EXPERIMENT_ID (start it, or resume it).")
+_action("cancel", "Canceled", "Cancel EXPERIMENT_ID: trials checkpoint, then it ends CANCELED.")
+_action("kill", "Killed", "Kill EXPERIMENT_ID: trials stop at once, it ends CANCELED.")
+
+
+# -- wait -------------------------------------------------------------------------------------
+
+
+def _progress_line(
+    session: Session, experiment_id: int
+) -> tuple[str, str]:  # (state, the line without elapsed time)
+    answer = session.get(_experiment_path(experiment_id))
+    experiment, config = answer["experiment"], answer["config"]
+    state = state_name(experiment["state"])
+    metric, smaller = _searcher(config)
+    trials = _trials(session, experiment_id)
+    ended = sum(1 for t in trials if state_name(t["state"]) in _TERMINAL)
+    values = [v for t in trials if (v := _best_metric(t, metric)) is not None]
+    line = f"experiment {experiment_id} {state}: trials {ended}/{len(trials)} ended"
+    if values and metric:
+        best = min(values) if smaller else max(values)
+        line += f", best {metric} {_format_value(best)}"
+    return state, line
+
+
+def _wait(session: Session, experiment_id: int, interval: float, timeout: float | None) -> str:
+    """Poll with a progress line until the experiment ends; returns its final state."""
+    from detlite.errors import ExperimentPaused, WaitTimeout
+
+    tty = sys.stdout.isatty()
+    started = time.monotonic()
+    shown = ""
+    while True:
+        state, line = _progress_line(session, experiment_id)
+        elapsed = time.monotonic() - started
+        if tty:
+            click.echo(f"\r{line} [{elapsed:.0f} s]\x1b[K", nl=False)
+        elif line != shown:
+            click.echo(line)
+        shown = line
+        if state in _TERMINAL:
+            if tty:
+                click.echo("")
+            return state
+        if state == "PAUSED":
+            if tty:
+                click.echo("")
+            raise ExperimentPaused(
+                f"experiment {experiment_id} is paused; activate it (detlite experiment "
+                f"activate {experiment_id}) before waiting for it"
+            )
+        if timeout is not None and elapsed >= timeout:
+            if tty:
+                click.echo("")
+            raise WaitTimeout(f"experiment {experiment_id} did not end within {timeout:g} s")
+        time.sleep(interval)
+
+
+@experiment_group.command("wait")
+@click.argument("experiment_id", type=int)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds between polls.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Give up (exit 1) after this many seconds.",
+)
+@click.pass_obj
+def wait_command(
+    master: str | None, experiment_id: int, interval: float, timeout: float | None
+) -> None:
+    """Wait for EXPERIMENT_ID to end, showing progress; exit 0 only if it COMPLETED."""
+    from detlite.api import login_session
+
+    with login_session(master) as session:
+        state = _wait(session, experiment_id, interval, timeout)
+    click.echo(f"experiment {experiment_id} ended {state}")
+    if state != "COMPLETED":
+        raise SystemExit(1)  # click returns, not raises, its Exit in main()

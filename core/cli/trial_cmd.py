@@ -1,0 +1,126 @@
+"""``detlite trial``: one trial's metrics, checkpoints and logs.
+
+``describe`` shows the trial, its validations (the effective rows the master keeps: the
+latest run per batch count) and its checkpoints; ``--json`` prints ``{"trial",
+"validations", "checkpoints"}`` as the master sent them. ``logs -f`` polls until the trial
+has ended and every line has been read. The HTTP client is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import click
+
+from detlite.cli.experiment_cmd import (
+    follow_logs,
+    format_metrics,
+    state_name,
+)
+from detlite.cli.model_cmd import format_time, master_option
+from detlite.cli.table import render_table
+
+if TYPE_CHECKING:
+    from detlite.api import Session
+
+__all__ = ["trial_group"]
+
+_TERMINAL = {"COMPLETED", "CANCELED", "ERROR", "DELETED", "DELETE_FAILED"}
+
+
+@click.group("trial")
+@master_option
+@click.pass_context
+def trial_group(ctx: click.Context, master: str | None) -> None:
+    """Trials: their metrics, checkpoints and logs."""
+    ctx.obj = master
+
+
+def _path(trial_id: int) -> str:
+    return f"/api/v1/trials/{trial_id}"
+
+
+def _state(session: Session, trial_id: int) -> str:
+    return state_name(session.get(_path(trial_id))["trial"]["state"])
+
+
+@trial_group.command("describe")
+@click.argument("trial_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the master's JSON.")
+@click.pass_obj
+def describe_command(master: str | None, trial_id: int, as_json: bool) -> None:
+    """Show trial TRIAL_ID with its validation metrics and checkpoints."""
+    from detlite.api import login_session
+
+    with login_session(master) as session:
+        trial = session.get(_path(trial_id))["trial"]
+        params = {"kind": "validation", "limit": 0}
+        validations = session.get(f"{_path(trial_id)}/metrics", params=params)["metrics"]
+        checkpoints = session.get(
+            f"{_path(trial_id)}/checkpoints",
+            params={"sort_by": "BATCH_NUMBER", "order_by": "ASC", "limit": 0},
+        )["checkpoints"]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"trial": trial, "validations": validations, "checkpoints": checkpoints},
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return
+    lines = [
+        ("Trial", trial["id"]),
+        ("Experiment", trial["experimentId"]),
+        ("State", state_name(trial["state"])),
+        ("Batches", trial.get("totalBatchesProcessed", 0)),
+        ("Restarts", trial.get("restarts", 0)),
+        ("Hyperparameters", json.dumps(trial.get("hparams") or {}, sort_keys=True)),
+        ("Started", format_time(trial.get("startTime"))),
+        ("Ended", format_time(trial.get("endTime"))),
+    ]
+    width = max(len(k) for k, _ in lines) + 1
+    click.echo("\n".join(f"{(k + ':').ljust(width)}  {v}".rstrip() for k, v in lines))
+    click.echo("")
+    if validations:
+        rows = [
+            [v["stepsCompleted"], format_time(v.get("endTime")), format_metrics(v["metrics"])]
+            for v in validations
+        ]
+        click.echo(render_table(["BATCHES", "VALIDATED", "VALIDATION METRICS"], rows))
+    else:
+        click.echo("No validations yet.")
+    click.echo("")
+    if checkpoints:
+        rows = [
+            [
+                c["uuid"],
+                c.get("batchNumber", ""),
+                state_name(c.get("state")),
+                format_time(c.get("endTime")),
+                "" if c.get("searcherMetric") is None else f"{c['searcherMetric']:.6g}",
+            ]
+            for c in checkpoints
+        ]
+        headers = ["CHECKPOINT", "BATCHES", "STATE", "SAVED", "SEARCHER METRIC"]
+        click.echo(render_table(headers, rows))
+    else:
+        click.echo("No checkpoints yet.")
+
+
+@trial_group.command("logs")
+@click.argument("trial_id", type=int)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the trial ends.")
+@click.pass_obj
+def logs_command(master: str | None, trial_id: int, follow: bool) -> None:
+    """Print the logs of trial TRIAL_ID."""
+    from detlite.api import login_session
+
+    with login_session(master) as session:
+        session.get(_path(trial_id))  # NotFound before anything else
+
+        def ended() -> bool:
+            return _state(session, trial_id) in _TERMINAL
+
+        follow_logs(session, lambda: [trial_id], ended if follow else None, trial_prefix=False)
