@@ -1,6 +1,15 @@
-"""Shared test settings: plugin discovery must never be strict or disabled by accident."""
+"""Shared test settings for every test.
+
+- Plugin discovery is never strict or disabled by accident.
+- The user's own data and config directories are never touched: ``XDG_DATA_HOME`` (the
+  embedded master's database, checkpoints, ``detlite up``'s pid file) and
+  ``XDG_CONFIG_HOME`` (the token cache) point into the test's tmp_path, and no master
+  address leaks in from the environment. Tests that need other values set their own.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -9,3 +18,11 @@ import pytest
 def _plugin_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DETLITE_STRICT_PLUGINS", raising=False)
     monkeypatch.delenv("DETLITE_DISABLE_PLUGINS", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _private_user_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    for name in ("DETLITE_MASTER", "DET_MASTER", "DET_MASTER_ADDR", "DETLITE_USER"):
+        monkeypatch.delenv(name, raising=False)
