@@ -22,6 +22,8 @@ The tree::
     ├── ExperimentPaused             (ValueError) wait() on a PAUSED experiment
     ├── WaitTimeout                  (TimeoutError) wait(timeout=...) ran out
     ├── CorruptTokenCache            the client's token cache was unreadable (and was removed)
+    ├── MasterBusy                   another process's master serves this SQLite database
+    ├── ExperimentFailed             an experiment create() waited for did not complete
     └── APIError                     the master answered with an error
         ├── MasterNotFound           no master answered at the address
         ├── Unauthenticated          401: no valid token
@@ -37,6 +39,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from detlite.api.enums import ExperimentState
 
 __all__ = [
     "APIError",
@@ -47,6 +53,7 @@ __all__ = [
     "CorruptCheckpoint",
     "CorruptTokenCache",
     "DetliteError",
+    "ExperimentFailed",
     "ExperimentPaused",
     "Forbidden",
     "FrameworkUnavailable",
@@ -54,6 +61,7 @@ __all__ = [
     "InvalidExperiment",
     "InvalidExperimentConfig",
     "InvalidHP",
+    "MasterBusy",
     "MasterNotFound",
     "MetricNotFound",
     "NoCheckpointFound",
@@ -239,3 +247,16 @@ class ExperimentPaused(DetliteError, ValueError):
 
 class WaitTimeout(DetliteError, TimeoutError):
     """``wait(timeout=...)`` ran out of time before the experiment finished."""
+
+
+class MasterBusy(DetliteError):
+    """Another process already runs a master on this SQLite database."""
+
+
+class ExperimentFailed(DetliteError):
+    """The experiment ``create()`` waited for ended CANCELED, ERROR or DELETED."""
+
+    def __init__(self, message: str, experiment_id: int, state: ExperimentState) -> None:
+        super().__init__(message)
+        self.experiment_id = experiment_id
+        self.state = state

@@ -25,8 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +51,9 @@ def _data_dir() -> Path:
 
 
 def _pid_path() -> Path:
-    return _data_dir() / "master.pid"
+    from detlite.master.service import pid_file
+
+    return pid_file()
 
 
 def _log_path() -> Path:
@@ -68,22 +68,9 @@ class _Running:
 
 
 def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a live (not zombie) detlite process."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # someone else's process: the pid was reused
-    proc = Path(f"/proc/{pid}")
-    if not proc.is_dir():
-        return True  # no /proc (macOS): trust kill(0)
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes()
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and b"detlite" in cmdline
+    from detlite.master.service import master_process_alive
+
+    return master_process_alive(pid)
 
 
 def _read_pid_file(path: Path) -> _Running | None:
@@ -120,11 +107,9 @@ def _tail(path: Path, start: int) -> str:
 
 
 def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/api/v1/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    from detlite.master.service import master_healthy
+
+    return master_healthy(url)
 
 
 def _listening_url(log: Path, start: int) -> str | None:

@@ -62,6 +62,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Workers upload shared_fs checkpoints here by default: it must exist before they do.
+        settings.storage_path.mkdir(parents=True, exist_ok=True)
         engine = db.create_engine(settings.db_url)
         try:
             await anyio.to_thread.run_sync(db.upgrade, engine)

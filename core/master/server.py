@@ -22,6 +22,7 @@ import uvicorn.config
 from detlite.errors import DetliteError
 from detlite.master import db
 from detlite.master.app import create_app
+from detlite.master.dblock import lock_database, record_holder, release
 from detlite.master.settings import Settings
 
 __all__ = ["prepare_database", "serve"]
@@ -71,8 +72,26 @@ def serve(
     log_level: str = "info",
     on_ready: Callable[[str], None] = print,
 ) -> None:
-    """Run the master until interrupted; ``on_ready`` gets its URL once it accepts requests."""
+    """Run the master until interrupted; ``on_ready`` gets its URL once it accepts requests.
+
+    On a SQLite file it holds the database's lock (``detlite.master.dblock``) throughout:
+    ``MasterBusy`` when another process's master already serves that database."""
+    lock = lock_database(settings.db_url)
+    try:
+        _serve(settings, lock, log_level, on_ready)
+    finally:
+        release(lock)
+
+
+def _serve(
+    settings: Settings, lock: int | None, log_level: str, on_ready: Callable[[str], None]
+) -> None:
     prepare_database(settings)
+
+    def ready(url: str) -> None:
+        record_holder(lock, url, "master")
+        on_ready(url)
+
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -81,7 +100,7 @@ def serve(
         log_config=_log_config(log_level),
         lifespan="on",
     )
-    server = _Server(config, on_ready)
+    server = _Server(config, ready)
     if threading.current_thread() is threading.main_thread():
         # After a graceful shutdown uvicorn re-raises the signal it caught; for SIGTERM the
         # default action would kill the process, so make it end like Ctrl-C instead.

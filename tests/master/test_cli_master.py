@@ -178,3 +178,23 @@ def test_an_unreachable_postgres_is_a_clear_error(tmp_path: Path) -> None:
         "error: cannot open the database postgresql+psycopg://someone:***@"
     )
     assert "hidden" not in result.stderr
+
+
+def test_a_second_master_on_one_sqlite_database_is_refused(tmp_path: Path) -> None:
+    from detlite.master.dblock import lock_database, lock_path, record_holder, release
+
+    url = f"sqlite:///{tmp_path / 'master.db'}"
+    held = lock_database(url)
+    record_holder(held, "http://127.0.0.1:9", "embedded")
+    try:
+        result = detlite("master", "--db", url, "--port", "0", env=clean_env(tmp_path))
+    finally:
+        release(held)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: process {os.getpid()} (master at http://127.0.0.1:9)")
+    assert "already runs a master on the database" in result.stderr
+    assert not (tmp_path / "master.db").exists()  # refused before touching the database
+    # Released (as at the holder's exit, even a SIGKILL): the lock is free again.
+    again = lock_database(url)
+    release(again)
+    assert lock_path(url) == tmp_path / "master.db.lock"
