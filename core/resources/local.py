@@ -222,6 +222,10 @@ class LocalResourceManager(ResourceManager):
             self._groups[handle] = group
             return handle
 
+    def threads_per_slot(self) -> int:
+        """The CPU cores each CPU slot's process may use (``OMP_NUM_THREADS``), at least 1."""
+        return max(1, (os.cpu_count() or 1) // self.total_slots())
+
     def _describe_slots(self) -> str:
         return f"GPUs {', '.join(self.gpus)}" if self.gpus else "CPU slots"
 
@@ -238,6 +242,10 @@ class LocalResourceManager(ResourceManager):
             "DETLITE_NUM_AGENTS": "1",
             "PYTHONUNBUFFERED": "1",
         }
+        if not self.gpus and "OMP_NUM_THREADS" not in base:
+            # CPU slots share the cores: without a cap every worker's torch (or numpy) starts
+            # a thread per core and N workers oversubscribe the machine N times over.
+            base["OMP_NUM_THREADS"] = str(self.threads_per_slot())
         for rank, slot in enumerate(group.slots):
             env = {**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot] if self.gpus else ""

@@ -31,6 +31,7 @@ ENV_KEYS = [
     "GLOO_SOCKET_IFNAME",
     "CUDA_VISIBLE_DEVICES",
     "DETLITE_TRIAL_ID",
+    "OMP_NUM_THREADS",
 ]
 
 # Prints the rank's environment as JSON, then exits.
@@ -103,7 +104,10 @@ def test_slots_from_gpus_or_cpus(tmp_path: Path) -> None:
     assert not temp.work_dir.exists()
 
 
-def test_env_per_rank_logs_and_slot_accounting(rm: LocalResourceManager) -> None:
+def test_env_per_rank_logs_and_slot_accounting(
+    rm: LocalResourceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     handle = rm.launch(spec(PRINT_ENV, slots=2, trial_id=7, DETLITE_TRIAL_ID="7"))
     assert rm.free_slots() == 1  # held until poll sees the group end
     pids = rm.pids(handle)
@@ -119,6 +123,8 @@ def test_env_per_rank_logs_and_slot_accounting(rm: LocalResourceManager) -> None
         assert env["GLOO_SOCKET_IFNAME"] == "lo"
         assert env["DETLITE_TRIAL_ID"] == "7"  # the spec's env reaches every rank
         assert env["CUDA_VISIBLE_DEVICES"] == ""  # CPU slots hide GPUs
+        # CPU slots share the cores instead of each taking all of them (unless set by the user).
+        assert env["OMP_NUM_THREADS"] == str(rm.threads_per_slot())
     assert envs[0]["MASTER_PORT"] == envs[1]["MASTER_PORT"] and int(envs[0]["MASTER_PORT"]) > 0
     assert rm.poll(handle) == 0  # the result stays
     assert rm.log_dir(handle).parent == rm.work_dir
@@ -137,6 +143,16 @@ def test_env_per_rank_logs_and_slot_accounting(rm: LocalResourceManager) -> None
     assert rm.free_slots() == 2
     with pytest.raises(KeyError, match="no worker group"):
         rm.poll("nope")
+
+
+def test_a_users_thread_count_is_kept(
+    rm: LocalResourceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 12)
+    assert rm.threads_per_slot() == 4  # 12 cores over 3 slots
+    handle = rm.launch(spec(PRINT_ENV, OMP_NUM_THREADS="7"))
+    assert finish(rm, handle) == 0
+    assert json.loads((rm.log_dir(handle) / "rank0.out").read_text())["OMP_NUM_THREADS"] == "7"
 
 
 def test_gpu_slots_give_one_device_per_rank(tmp_path: Path) -> None:
