@@ -15,7 +15,8 @@ Decisions:
   error, as in ``ExperimentReference.wait``, since nothing would finish it.
 - ``create --test`` runs Determined's test experiment: the config is validated, then an
   archived experiment with one trial, one batch and one validation runs
-  (``test_experiment_config``); exit 1 (with the trials' logs) unless it COMPLETED.
+  (``detlite.experimental._create.config_for_test_experiment``, as
+  ``create(test=True)`` does); exit 1 (with the trials' logs) unless it COMPLETED.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ __all__ = [
     "format_log",
     "format_metrics",
     "state_name",
-    "test_experiment_config",
 ]
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the master's JSON.")
@@ -153,30 +153,6 @@ def experiment_group(ctx: click.Context, master: str | None) -> None:
 # -- create -----------------------------------------------------------------------------------
 
 
-def test_experiment_config(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Determined's test experiment of ``raw``: one trial (the ``single`` searcher samples
-    its hyperparameters), one batch, one validation, no restarts, no checkpoints kept."""
-    config = dict(raw)
-    searcher = dict(config.get("searcher") or {})
-    if not searcher.get("metric"):
-        raise click.UsageError("a test experiment needs searcher.metric in the config")
-    config["description"] = "[test-mode] " + str(config.get("description") or "")
-    config["scheduling_unit"] = 1
-    config["min_validation_period"] = {"batches": 1}
-    config["max_restarts"] = 0
-    config["searcher"] = {
-        "name": "single",
-        "metric": searcher["metric"],
-        "smaller_is_better": searcher.get("smaller_is_better", True),
-        "max_length": {"batches": 1},
-    }
-    storage = config.get("checkpoint_storage")
-    if isinstance(storage, Mapping):
-        keep = {"save_experiment_best": 0, "save_trial_best": 0, "save_trial_latest": 0}
-        config["checkpoint_storage"] = {**storage, **keep}
-    return config
-
-
 def _read_config(path: Path) -> dict[str, Any]:
     import yaml
 
@@ -224,6 +200,7 @@ def create_command(
 def _run_test_experiment(session: Session, raw: Mapping[str, Any], context_dir: Path) -> None:
     import yaml
 
+    from detlite.experimental._create import config_for_test_experiment
     from detlite.experimental._determined import pack_context
 
     files = pack_context(context_dir)
@@ -231,7 +208,7 @@ def _run_test_experiment(session: Session, raw: Mapping[str, Any], context_dir: 
     session.post("/api/v1/experiments", json=check)
     click.echo("Config is valid; starting the test experiment")
     body = {
-        "config": yaml.safe_dump(test_experiment_config(raw), sort_keys=False),
+        "config": yaml.safe_dump(config_for_test_experiment(raw), sort_keys=False),
         "modelDefinition": files,
         "activate": True,
         "archived": True,

@@ -18,6 +18,7 @@ client (requests) loads with it.
 from __future__ import annotations
 
 from detlite.errors import (
+    ExperimentFailed,
     ExperimentPaused,
     InvalidCheckpointSelection,
     MetricNotFound,
@@ -36,6 +37,7 @@ from detlite.experimental._trial import TrialReference
 __all__ = [
     "Checkpoint",
     "Determined",
+    "ExperimentFailed",
     "ExperimentPaused",
     "ExperimentReference",
     "InvalidCheckpointSelection",

@@ -264,17 +264,9 @@ def test_the_execution_manager_runs_from_the_context_directory(tmp_path: Path) -
         pass
 
 
-def test_paths_that_need_a_master_are_not_implemented_yet(context_dir: Path) -> None:
-    trial_def = trial(context_dir)
-    with pytest.raises(
-        NotImplementedError, match=r"local=True, test=False.*needs detlite's master"
-    ):
-        create(trial_def, config(), local=True, test=False)
-    for test in (False, True):
-        with pytest.raises(NotImplementedError, match="needs detlite's master"):
-            create(trial_def, config(), local=False, test=test, context_dir=context_dir)
+def test_submitting_needs_a_context_dir(context_dir: Path) -> None:
     with pytest.raises(InvalidExperiment, match="needs context_dir"):
-        create(trial_def, config())
+        create(trial(context_dir), config())
 
 
 def test_trial_def_must_be_a_trial_class() -> None:
