@@ -30,8 +30,7 @@ from detlite.launch import free_port
 from detlite.master.orm import Trial
 from detlite.testing import LinearTrial, linear_hparams, make_fake_plugins
 from detlite.workloads import TrialRunner
-from tests.exec.conftest import master_on_port, worker_settings
-from tests.master.conftest import LiveMaster
+from tests.master.conftest import LiveMaster, live_master, make_settings
 from tests.master.factories import experiment_config, make_experiment, make_trial
 
 
@@ -142,8 +141,8 @@ def test_reporter_metrics_checkpoints_restore(master: LiveMaster, tmp_path: Path
 
 def test_client_rides_out_a_master_restart(sqlite_url: str, tmp_path: Path) -> None:
     port = free_port()
-    settings = worker_settings(sqlite_url, tmp_path)
-    with master_on_port(settings, port) as first:
+    settings = make_settings(sqlite_url, tmp_path)
+    with live_master(settings, port) as first:
         token = first.login("determined")
         url = first.url
     # Nothing listens now: a short retry budget gives up with MasterNotFound.
@@ -164,7 +163,7 @@ def test_client_rides_out_a_master_restart(sqlite_url: str, tmp_path: Path) -> N
     asking.start()
     time.sleep(1.0)  # the request is failing and being retried meanwhile
     assert not answers and not errors
-    with master_on_port(settings, port):
+    with live_master(settings, port):
         asking.join(timeout=60)
     assert not errors, errors
     assert answers[0]["user"]["username"] == "determined"

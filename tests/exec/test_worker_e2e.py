@@ -28,8 +28,7 @@ from detlite.master import create_app
 from detlite.master.context_archive import pack_directory
 from detlite.resources.local import LocalResourceManager
 from detlite.testing.fake import linear_config
-from tests.exec.conftest import worker_settings
-from tests.master.conftest import LiveMaster, serve_in_thread
+from tests.master.conftest import LiveMaster, make_settings, serve_in_thread
 
 MODEL_DEF = """
 import time
@@ -70,7 +69,7 @@ PBT_TWO_ROUNDS = {
 
 @contextmanager
 def scheduling_master(db_url: str, tmp_path: Path, slots: int) -> Iterator[LiveMaster]:
-    settings = worker_settings(db_url, tmp_path, scheduler=True, scheduler_tick=0.1)
+    settings = make_settings(db_url, tmp_path, scheduler=True, scheduler_tick=0.1)
     with LocalResourceManager(slots=slots, work_dir=tmp_path / "groups") as rm:
         app = create_app(settings, resource_manager=rm)
         with serve_in_thread(app) as url:

@@ -167,10 +167,12 @@ class LiveMaster:
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port; yields its URL."""
+def serve_in_thread(app: FastAPI, port: int = 0) -> Iterator[str]:
+    """Run ``app`` under uvicorn on a loopback port (default: a free one); yields its URL.
+
+    A given ``port`` restarts a master in place, at the address its workers know."""
     # log_config=None: keep pytest's logging capture instead of uvicorn's handlers.
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="detlite-master", daemon=True)
     thread.start()
@@ -198,9 +200,9 @@ def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def live_master(settings: Settings) -> Iterator[LiveMaster]:
+def live_master(settings: Settings, port: int = 0) -> Iterator[LiveMaster]:
     app = create_app(settings)
-    with serve_in_thread(app) as url:
+    with serve_in_thread(app, port) as url:
         yield LiveMaster(app=app, settings=settings, url=url)
 
 

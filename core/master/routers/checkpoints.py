@@ -119,19 +119,8 @@ def get_experiment_checkpoints(
     sort = _parse_sort(CheckpointSortBy, sort_by)
     if sort == CheckpointSortBy.UNSPECIFIED:
         sort = CheckpointSortBy.TRIAL_ID
-    rows, pagination = queries.list_checkpoints(
-        db,
-        experiment_id=experiment_id,
-        sort_by=sort,
-        order_by=_parse_order(order_by),
-        offset=offset,
-        limit=limit,
-        states=_parse_states(states, "states"),
-        validation_states=_parse_states(validation_states, "validation_states"),
-    )
-    return GetCheckpointsResponse(
-        checkpoints=queries.checkpoints_wire(db, rows), pagination=pagination
-    )
+    scope = {"experiment_id": experiment_id}
+    return _listing(db, scope, sort, order_by, offset, limit, states, validation_states)
 
 
 @router.get("/api/v1/trials/{trial_id}/checkpoints")
@@ -150,9 +139,24 @@ def get_trial_checkpoints(
     sort = _parse_sort(TrialCheckpointSortBy, sort_by)
     if sort == TrialCheckpointSortBy.UNSPECIFIED:
         sort = TrialCheckpointSortBy.BATCH_NUMBER
+    scope = {"trial_id": trial_id}
+    return _listing(db, scope, sort, order_by, offset, limit, states, validation_states)
+
+
+def _listing(
+    db: DbSession,
+    scope: dict[str, int],
+    sort: CheckpointSortBy | TrialCheckpointSortBy,
+    order_by: str | None,
+    offset: int,
+    limit: int,
+    states: list[str],
+    validation_states: list[str],
+) -> GetCheckpointsResponse:
+    """One page of an experiment's or a trial's checkpoints (``scope`` says whose)."""
     rows, pagination = queries.list_checkpoints(
         db,
-        trial_id=trial_id,
+        **scope,
         sort_by=sort,
         order_by=_parse_order(order_by),
         offset=offset,
