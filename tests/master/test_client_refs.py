@@ -53,13 +53,7 @@ from tests.master.factories import (
     make_validation,
 )
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("DETLITE_MASTER", "DET_MASTER", "DET_MASTER_ADDR", "DETLITE_USER"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("DETLITE_PASSWORD", raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+# tests/conftest.py gives every test its own token cache and no master from the environment.
 
 
 def uuids(checkpoints: list[Checkpoint]) -> list[str]:
@@ -82,7 +76,7 @@ def test_determined_resolves_the_master_and_caches_the_token(
     monkeypatch.setenv("DET_MASTER", "http://127.0.0.1:1")  # DETLITE_MASTER wins
     d = Determined()
     assert d.master == master.url and d.user == "determined"
-    auth = tmp_path / "config" / "detlite" / "auth.json"
+    auth = tmp_path / "xdg-config" / "detlite" / "auth.json"
     cached = json.loads(auth.read_text())
     assert cached["active_user"] == "determined"
     assert cached["tokens"]["determined"] == d._session.token

@@ -25,13 +25,7 @@ from detlite.errors import (
 from detlite.master.deps import public
 from tests.master.conftest import LiveMaster
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("DETLITE_MASTER", "DET_MASTER", "DET_MASTER_ADDR", "DETLITE_USER"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("DETLITE_PASSWORD", raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+# tests/conftest.py gives every test its own token cache and no master from the environment.
 
 
 def free_port() -> int:
@@ -129,7 +123,7 @@ def test_idempotent_requests_are_retried_on_502_503_504(sqlite_master: LiveMaste
 
 def test_token_cache_file_layout_and_modes(tmp_path: Path) -> None:
     cache = TokenCache()
-    assert cache.path == tmp_path / "config" / "detlite" / "auth.json"
+    assert cache.path == tmp_path / "xdg-config" / "detlite" / "auth.json"
     cache.set("alice", "t-1")
     cache.set("bob", "t-2", activate=False)
     assert json.loads(cache.path.read_text()) == {

@@ -28,10 +28,7 @@ UUID = "0d7c4f6e-1111-4a2b-9c3d-00000000a001"
 
 
 @pytest.fixture
-def master(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveMaster]:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the token cache
-    for name in ("DETLITE_MASTER", "DET_MASTER", "DET_MASTER_ADDR", "DETLITE_USER"):
-        monkeypatch.delenv(name, raising=False)
+def master(tmp_path: Path) -> Iterator[LiveMaster]:
     with live_master(make_settings(f"sqlite:///{tmp_path / 'master.db'}", tmp_path)) as running:
         yield running
 
