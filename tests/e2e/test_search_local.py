@@ -6,6 +6,7 @@ workers load the fake framework through ``DETLITE_EXTRA_PLUGINS``. Every test re
 the master recorded: trial states, metrics and checkpoints.
 
 - adaptive ASHA and random search run to COMPLETED side by side;
+- PBT's clone of the best member starts from that member's checkpoint (a warm start);
 - a SIGKILLed worker is relaunched from its latest checkpoint and ends with exactly the
   metrics of an uninterrupted twin (same experiment seed); pause, activate and kill work on
   running workers;
@@ -164,6 +165,37 @@ def test_adaptive_asha_and_random_search_complete(tmp_path: Path) -> None:
         asha_lengths = [lengths[t["id"]] for t in trials_of(api, asha_id)]
         assert max(asha_lengths) == 8 and min(asha_lengths) >= 4
         assert all(lengths[t["id"]] == 4 for t in trials_of(api, random_id))
+
+
+def test_pbt_clones_start_from_their_parents_checkpoints(tmp_path: Path) -> None:
+    pbt = {
+        "name": "pbt",
+        "population_size": 4,
+        "num_rounds": 2,
+        "length_per_round": {"batches": 3},
+        "replace_function": {"truncate_fraction": 0.25},
+        "explore_function": {"resample_probability": 0.5, "perturb_factor": 0.2},
+    }
+    hparams = linear_config()["hyperparameters"]
+    hparams["lr"] = {"type": "double", "minval": 0.01, "maxval": 0.2}
+    with local_master(tmp_path) as (live, api):
+        exp_id = create(api, config(tmp_path, pbt, hyperparameters=hparams))
+        wait_for("the search to end", lambda: exp_state(api, exp_id) in ENDED, timeout=150)
+        assert exp_state(api, exp_id) == "STATE_COMPLETED"
+        found = trials_of(api, exp_id)
+        # 4 members, then 1 clone replacing the truncated member after round 1.
+        assert len(found) == 5
+        clones = [t for t in found if t["warmStartCheckpointUuid"]]
+        assert len(clones) == 1
+        clone = clones[0]
+        with live.db() as session:
+            parent = session.get(Checkpoint, clone["warmStartCheckpointUuid"])
+            assert parent is not None and parent.batches_trained == 3
+            parent_trial = parent.trial_id
+        assert parent_trial != clone["id"]
+        # The clone went on from the parent's 3 batches for one more round of 3.
+        assert [steps for steps, _ in metrics(api, clone["id"], "validation")] == [6]
+        assert all(t["state"] == "STATE_COMPLETED" for t in found)
 
 
 def _pids(live: LiveMaster, trial_id: int) -> list[int]:
