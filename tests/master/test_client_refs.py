@@ -322,6 +322,7 @@ def test_create_experiment_and_metrics_readers(master: LiveMaster, tmp_path: Pat
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(b64))) as tar:
         names = {m.name.removeprefix("./") for m in tar.getmembers() if m.isfile()}
     assert names == {"model_def.py", "notes.txt"}
+    (tmp_path / "ckpts").mkdir()
     paused = d.create_experiment(experiment_config(tmp_path / "ckpts"), context, activate=False)
     assert paused.get_state() is ExperimentState.PAUSED
     bad = linear_config()

@@ -213,6 +213,10 @@ def test_create_rejects_bad_configs_and_contexts(
         # A config string naming a file on the master is YAML text, never read as a path.
         assert_error(create(config="/etc/passwd"), 400, "invalid experiment config")
         assert_error(create(config=42), 400)
+        unmounted = linear_config()
+        unmounted["checkpoint_storage"] = {"type": "shared_fs", "host_path": "/nonexistent/ckpt"}
+        error = assert_error(create(config=unmounted), 400, "'/nonexistent/ckpt' is not a dir")
+        assert "mount the shared filesystem" in error["message"]
 
         def archive(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> httpx.Response:
             return create(contextArchive=b64(tgz(members)))

@@ -35,7 +35,7 @@ from detlite.errors import APIError, DetliteError, InvalidExperiment
 from detlite.master import context_archive, gc
 from detlite.master.deps import CurrentUser, DbSession, get_state
 from detlite.master.queries import experiments as queries
-from detlite.master.scheduler.defaults import with_default_storage
+from detlite.master.scheduler.defaults import check_storage_reachable, with_default_storage
 from detlite.master.schemas.common import OrderBy, parse_enum
 from detlite.master.schemas.experiments import (
     CreateExperimentRequest,
@@ -133,6 +133,7 @@ def create_experiment(
     config = _load_config(body.config)
     # Workers need to know where checkpoints go: the master's storage unless the config says.
     config = with_default_storage(config, get_state(request).settings.storage_path)
+    check_storage_reachable(config)
     archive = _context_of(body)
     if body.validate_only:
         return CreateExperimentResponse(experiment=None, config=config.to_dict())
