@@ -33,7 +33,14 @@ from typing import Any
 
 from detlite.errors import DetliteError
 
-__all__ = ["LaunchError", "LaunchResult", "LaunchSpec", "LaunchTimeout", "launch_local"]
+__all__ = [
+    "LaunchError",
+    "LaunchResult",
+    "LaunchSpec",
+    "LaunchTimeout",
+    "launch_local",
+    "process_running",
+]
 
 SPEC_VERSION = 1
 _TAIL_CHARS = 4000
@@ -137,6 +144,25 @@ class LaunchError(DetliteError):
 
 class LaunchTimeout(LaunchError):
     """The workers ran past the launch's timeout and were killed."""
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` is a running process. A zombie (it exited; nobody has reaped it yet)
+    is not; without ``/proc`` (macOS) ``kill(pid, 0)`` alone decides."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user's process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # gone meanwhile, or no /proc at all
+    except OSError:
+        return True
+    # The state letter follows the command name's closing parenthesis: Z is a zombie.
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from detlite.launch import process_running
 from detlite.master.settings import data_dir
 
 __all__ = ["master_healthy", "master_process_alive", "pid_file"]
@@ -23,23 +24,23 @@ def pid_file() -> Path:
 
 
 def master_process_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live (not zombie) detlite process: after a reboot or a crash
+    """Whether ``pid`` is a running detlite process of this user: after a reboot or a crash
     the pid may belong to an unrelated process, which must not count as the master."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_running(pid):
         return False
-    except PermissionError:
-        return False  # someone else's process: the pid was reused
     proc = Path(f"/proc/{pid}")
-    if not proc.is_dir():
-        return True  # no /proc (macOS): trust kill(0)
+    if not proc.is_dir():  # no /proc (macOS): kill(0) tells whose it is
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False  # someone else's process (the pid was reused), or gone meanwhile
+        return True
     try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        mine = proc.stat().st_uid == os.getuid()
         cmdline = (proc / "cmdline").read_bytes()
-    except (OSError, IndexError):
+    except OSError:
         return False
-    return state != "Z" and b"detlite" in cmdline
+    return mine and b"detlite" in cmdline
 
 
 def master_healthy(url: str) -> bool:

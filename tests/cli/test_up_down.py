@@ -11,21 +11,12 @@ from pathlib import Path
 
 import httpx
 
-from detlite.launch import free_port
+from detlite.launch import free_port, process_running
 from tests.master.test_cli_master import EXE, clean_env
 
 
 def detlite(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=120, env=env)
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_up_down(tmp_path: Path) -> None:
@@ -47,7 +38,7 @@ def test_up_down(tmp_path: Path) -> None:
     assert "stale pid file" in up.stderr
     record = json.loads(pid_file.read_text())
     pid = record["pid"]
-    assert record["url"] == url and not gone(pid)
+    assert record["url"] == url and process_running(pid)
     try:
         health = httpx.get(url + "/api/v1/health", timeout=10).json()
         assert health["status"] == "ok" and health["database"] == "sqlite"
@@ -63,10 +54,10 @@ def test_up_down(tmp_path: Path) -> None:
         down = detlite("down", env=env)
         assert down.returncode == 0, down.stderr
         assert down.stdout.strip() == f"detlite master (pid {pid}) stopped"
-        assert gone(pid) and not pid_file.exists()
+        assert not process_running(pid) and not pid_file.exists()
         assert detlite("down", env=env).stdout.strip() == "no detlite master is running"
     finally:
-        if not gone(pid):
+        if process_running(pid):
             os.kill(pid, 9)
 
 

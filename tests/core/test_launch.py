@@ -6,7 +6,6 @@ tests are about processes, results, failures and cleanup.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,7 +15,14 @@ from typing import Any
 import pytest
 
 from detlite.harness import build_trial
-from detlite.launch import LaunchError, LaunchSpec, LaunchTimeout, free_port, launch_local
+from detlite.launch import (
+    LaunchError,
+    LaunchSpec,
+    LaunchTimeout,
+    free_port,
+    launch_local,
+    process_running,
+)
 from detlite.plugins import Plugins
 from detlite.testing.fake import LinearTrial, linear_config, linear_hparams
 from detlite.worker import main as worker_main
@@ -75,22 +81,9 @@ def _private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     assert list(temp.iterdir()) == []
 
 
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs; a zombie waiting for a parent that never reaps is not running."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def all_dead(pids: list[int], wait: float = 5.0) -> bool:
     deadline = time.monotonic() + wait
-    while any(alive(pid) for pid in pids):
+    while any(process_running(pid) for pid in pids):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)

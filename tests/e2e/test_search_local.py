@@ -32,7 +32,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from detlite.launch import free_port
+from detlite.launch import free_port, process_running
 from detlite.master import Settings, create_app
 from detlite.master import db as master_db
 from detlite.master.context_archive import pack_files
@@ -205,14 +205,6 @@ def _pids(live: LiveMaster, trial_id: int) -> list[int]:
         return list(trial.allocation_pids or [])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def test_worker_sigkill_pause_activate_and_kill(tmp_path: Path) -> None:
     single = {"name": "single", "max_length": {"batches": 30}}
     periods = {
@@ -257,7 +249,7 @@ def test_worker_sigkill_pause_activate_and_kill(tmp_path: Path) -> None:
         wait_for("CANCELED", lambda: exp_state(api, exp_id) == "STATE_CANCELED", timeout=30)
         assert trials_of(api, exp_id)[0]["state"] == "STATE_CANCELED"
         assert trials_of(api, exp_id)[0]["restarts"] == 0
-        wait_for("the workers to be gone", lambda: not any(_alive(p) for p in pids), timeout=10)
+        wait_for("the workers to be gone", lambda: not any(map(process_running, pids)), timeout=10)
 
 
 # -- a master killed mid-experiment ----------------------------------------------------------

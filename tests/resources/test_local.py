@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from detlite.interfaces import WorkerSpec
+from detlite.launch import process_running
 from detlite.plugins import get_plugins
 from detlite.resources.local import (
     InsufficientSlots,
@@ -52,19 +53,6 @@ def finish(rm: LocalResourceManager, handle: str, timeout: float = 60.0) -> int:
         assert time.monotonic() < deadline, f"group {handle} did not end"
         time.sleep(0.02)
     return code
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its new parent) counts as gone.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def spec(code: str, slots: int = 1, trial_id: int = 1, **env: str) -> WorkerSpec:
@@ -186,8 +174,8 @@ def test_one_failing_rank_kills_the_group(rm: LocalResourceManager, tmp_path: Pa
     assert finish(rm, handle) == 3
     assert rm.failed_rank(handle) == 1
     assert (rm.log_dir(handle) / "rank1.err").read_text() == "boom\n"
-    assert not any(alive(pid) for pid in rm.pids(handle))
-    wait_for(lambda: not alive(grandchild))
+    assert not any(process_running(pid) for pid in rm.pids(handle))
+    wait_for(lambda: not process_running(grandchild))
     assert rm.free_slots() == 3
 
 
@@ -222,7 +210,7 @@ def test_terminate_reaches_the_process_group(rm: LocalResourceManager, tmp_path:
     assert rm.poll(handle) is None
     rm.terminate(handle, force=True)
     assert finish(rm, handle) == -signal.SIGKILL
-    wait_for(lambda: not alive(grandchild))
+    wait_for(lambda: not process_running(grandchild))
     rm.terminate(handle)  # an ended group: nothing to do
 
 
@@ -230,9 +218,9 @@ def test_close_kills_everything(tmp_path: Path) -> None:
     rm = LocalResourceManager(slots=2, work_dir=tmp_path, gpus=[])
     handles = [rm.launch(spec(SLEEP)), rm.launch(spec(SLEEP))]
     pids = [pid for h in handles for pid in rm.pids(h)]
-    assert all(alive(pid) for pid in pids)
+    assert all(process_running(pid) for pid in pids)
     rm.close()
-    assert not any(alive(pid) for pid in pids)
+    assert not any(process_running(pid) for pid in pids)
     assert [rm.poll(h) for h in handles] == [-signal.SIGKILL, -signal.SIGKILL]
     with pytest.raises(InsufficientSlots, match="closed"):
         rm.launch(spec(SLEEP))

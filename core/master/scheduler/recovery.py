@@ -22,6 +22,8 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
+from detlite.launch import process_running
+
 __all__ = ["WORKER_MODULE", "find_workers", "kill_workers"]
 
 logger = logging.getLogger("detlite.master.scheduler")
@@ -80,17 +82,8 @@ def kill_workers(allocation_ids: Collection[str], *, wait: float = 5.0) -> list[
     while pids and time.monotonic() < deadline:
         # A killed process whose parent (the old master) is gone is reaped by init; one that
         # is our own child would stay a zombie, which /proc still lists but which is dead.
-        alive = [pid for pid in pids if _alive(pid)]
+        alive = [pid for pid in pids if process_running(pid)]
         if not alive:
             break
         time.sleep(0.05)
     return pids
-
-
-def _alive(pid: int) -> bool:
-    status = _read(_PROC / str(pid) / "stat")
-    if not status:
-        return False
-    # The state letter follows the command name's closing parenthesis: Z is a zombie.
-    state = status.rpartition(b")")[2].split()[:1]
-    return state != [b"Z"]
