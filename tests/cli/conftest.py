@@ -23,13 +23,10 @@ from tests.master.test_cli_models import CLI
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("DETLITE_MASTER", "DET_MASTER", "DET_MASTER_ADDR", "DETLITE_USER"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("DETLITE_PASSWORD", "DETLITE_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Error output is compared line by line: no tracebacks. (tests/conftest.py gives every
+    # test private XDG directories and no master, user or password from the environment.)
+    monkeypatch.delenv("DETLITE_DEBUG", raising=False)
 
 
 @pytest.fixture
