@@ -252,14 +252,23 @@ class Plugins:
 
     def framework_for(self, trial_class: type) -> FrameworkAdapter:
         """The adapter that owns ``trial_class``; only installed frameworks are asked."""
+        broken: list[str] = []
         for name, reg in self.registrations("framework").items():
-            if reg.is_available() and self.framework(name).owns(trial_class):
-                return self.framework(name)
+            if not reg.is_available():
+                continue
+            # One plugin that fails to load must not stop the others from running their trials.
+            try:
+                adapter = self.framework(name)
+            except PluginError as exc:
+                broken.append(f"; {name} failed to load ({exc})")
+                continue
+            if adapter.owns(trial_class):
+                return adapter
         unavailable = [r for r in self.registrations("framework").values() if not r.is_available()]
         hint = "".join(
             f"; {r.name} is not installed ({r.install or 'pip install ' + ' '.join(r.missing())})"
             for r in unavailable
-        )
+        ) + "".join(broken)
         raise PluginError(
             f"no installed framework plugin runs {trial_class.__module__}."
             f"{trial_class.__qualname__}{hint}"

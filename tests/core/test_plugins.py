@@ -236,3 +236,25 @@ def test_event_hooks_reach_every_implementation() -> None:
     expected = [("started", (1, 2, {"lr": 0.1})), ("saved", "/tmp/ckpt"), ("finished", "COMPLETED")]
     assert first.events == expected
     assert second.events == expected
+
+
+class BrokenFrameworkPlugin:
+    """Registers a framework whose modules are installed but whose adapter cannot load."""
+
+    @hookimpl
+    def detlite_register_frameworks(self, register: hookspecs.Register) -> None:
+        register("broken", "collections:NoSuchAdapter")
+
+
+def test_a_framework_that_fails_to_load_does_not_stop_the_others() -> None:
+    from detlite.testing import FakeFrameworkPlugin, FakeTrial
+
+    class Alien:
+        pass
+
+    plugins = Plugins.empty()
+    plugins.add(BrokenFrameworkPlugin(), "broken")
+    plugins.add(FakeFrameworkPlugin(), "fake")
+    assert plugins.framework_for(FakeTrial).name == "fake"
+    with pytest.raises(PluginError, match=r"broken failed to load \(.*NoSuchAdapter"):
+        plugins.framework_for(Alien)
