@@ -16,3 +16,14 @@ def detlite_register_frameworks(register: Register) -> None:
         install=INSTALL,
         description="TensorFlowTrial: custom TF2 training steps, SavedModel export",
     )
+
+
+@hookimpl
+def detlite_register_checkpoint_formats(register: Register) -> None:
+    register(
+        "saved_model",
+        "detlite.tensorflow.checkpoint:SavedModelFormat",
+        requires=("tensorflow",),
+        install=INSTALL,
+        description="tf.train.Checkpoint + SavedModel; Checkpoint.load(tags=...) gives the latter",
+    )
