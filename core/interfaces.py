@@ -259,5 +259,11 @@ class ResourceManager(ABC):
     def terminate(self, handle: str, *, force: bool = False) -> None:
         """Ask the group to stop (SIGTERM), or kill it with ``force``."""
 
+    def placement(self, handle: str) -> list[dict[str, Any]] | None:
+        """Where the group's ranks run, by rank, once the manager knows (None until then):
+        each ``node`` (a host name) and ``devices`` (``gpu:<id>`` or ``cpu``), plus what else
+        the manager can tell (Ray's ``nodeIp``, ``nodeId``)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release the manager's own resources."""

@@ -1,5 +1,9 @@
 """``detlite master``: run a master in the foreground until Ctrl-C.
 
+Settings come from the options, or from a YAML file (``--config``) of ``Settings`` fields,
+for example ``resource_manager: {type: ray, address: 10.0.0.5:6379}``; options given on the
+command line win over the file.
+
 The server stack (FastAPI, SQLAlchemy, uvicorn) is imported inside the command, so that
 ``detlite --help`` and every other command stay fast.
 """
@@ -8,13 +12,22 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 __all__ = ["master_command"]
 
 
 @click.command("master")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A YAML file of master settings (db_url, storage_path, resource_manager, slots, "
+    "master_url, ...); options given here win over it.",
+)
 @click.option(
     "--db",
     "db_url",
@@ -54,12 +67,21 @@ __all__ = ["master_command"]
     help="Where trials run: a registered resource manager (see detlite plugins).",
 )
 @click.option(
+    "--ray-address",
+    metavar="ADDRESS",
+    help="With --resource-manager ray: the Ray cluster's head (host:port, or "
+    "ray://host:10001) [default: RAY_ADDRESS, else a Ray started in the master]",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
     show_default=True,
 )
+@click.pass_context
 def master_command(
+    ctx: click.Context,
+    config_file: Path | None,
     db_url: str | None,
     host: str,
     port: int,
@@ -67,25 +89,46 @@ def master_command(
     token_ttl_hours: float,
     slots: int | None,
     resource_manager: str,
+    ray_address: str | None,
     log_level: str,
 ) -> None:
     """Run a master (REST API, database, checkpoint storage) in the foreground."""
+    from pydantic import ValidationError
+
     from detlite.master.db import redact_url
     from detlite.master.server import serve
     from detlite.master.settings import Settings
 
-    options: dict[str, object] = {
-        "host": host,
-        "port": port,
-        "token_ttl": dt.timedelta(hours=token_ttl_hours),
-        "slots": slots,
-        "resource_manager": resource_manager,
+    options = _read_config(config_file) if config_file is not None else {}
+    given = {
+        name for name in ctx.params if ctx.get_parameter_source(name) != ParameterSource.DEFAULT
     }
+    flags: dict[str, tuple[str, object]] = {
+        "host": ("host", host),
+        "port": ("port", port),
+        "token_ttl": ("token_ttl_hours", dt.timedelta(hours=token_ttl_hours)),
+        "slots": ("slots", slots),
+        "resource_manager": ("resource_manager", resource_manager),
+    }
+    for key, (param, value) in flags.items():
+        if param in given or key not in options:
+            options[key] = value
     if db_url:
         options["db_url"] = db_url
     if storage is not None:
         options["storage_path"] = storage.expanduser().resolve()
-    settings = Settings.model_validate(options)
+    if ray_address is not None:
+        chosen = options["resource_manager"]
+        name = chosen.get("type") if isinstance(chosen, dict) else chosen
+        if name != "ray":
+            raise click.UsageError(f"--ray-address needs --resource-manager ray (not {name})")
+        extra = dict(options.get("resource_manager_options") or {})
+        options["resource_manager_options"] = {**extra, "address": ray_address}
+    try:
+        settings = Settings.model_validate(options)
+    except ValidationError as exc:
+        source = f" (with {config_file})" if config_file is not None else ""
+        raise click.UsageError(f"invalid master settings{source}: {exc}") from None
 
     def ready(url: str) -> None:
         click.echo(f"detlite master listening on {url}")
@@ -95,3 +138,20 @@ def master_command(
 
     serve(settings, log_level=log_level, on_ready=ready)
     click.echo("detlite master stopped")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.UsageError(f"cannot read the master config {path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise click.UsageError(
+            f"the master config {path} must be a mapping of settings (db_url: ..., "
+            f"resource_manager: ...), not a {type(data).__name__}"
+        )
+    return {str(key): value for key, value in data.items()}

@@ -7,8 +7,11 @@ options; tests build them directly. Nothing here imports the web or database sta
 
 Scheduling (``detlite.master.scheduler``): with ``scheduler`` on (the default) the master
 runs its experiments on the resource manager named by ``resource_manager`` (a plugin's name;
-``local`` runs worker process groups on this host) with ``slots`` slots (None: the resource
-manager's own default, for ``local`` every GPU found, else ``os.cpu_count()`` CPU slots).
+``local`` runs worker process groups on this host, ``ray`` places them on a Ray cluster) with
+``slots`` slots (None: the resource manager's own default, for ``local`` every GPU found,
+else ``os.cpu_count()`` CPU slots). ``resource_manager_options`` are the manager's own
+keyword arguments (``ray``: ``address``, ``namespace``); a config file's
+``resource_manager: {type: ray, address: ...}`` is read as the name plus those options.
 Workers get a per-launch directory under ``work_dir`` (default: ``work/`` beside
 ``storage_path``) and reach the master at ``master_url`` (default: ``url``; with port 0 the
 address the first request came to). ``scheduler_tick`` is how often the scheduler looks at
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["Settings", "data_dir", "default_db_url", "default_storage_path"]
 
@@ -52,12 +57,28 @@ class Settings(BaseModel):
     storage_path: Path = Field(default_factory=default_storage_path)
     token_ttl: dt.timedelta = Field(default=dt.timedelta(days=30), gt=dt.timedelta(0))
     scheduler: bool = True
-    resource_manager: str = "local"
+    resource_manager: str = Field(default="local", min_length=1)
+    resource_manager_options: dict[str, Any] = Field(default_factory=dict)
     slots: int | None = Field(default=None, ge=1)
     work_dir: Path | None = None
     master_url: str | None = None
     scheduler_tick: float = Field(default=0.2, gt=0, le=10)
     stop_grace: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resource_manager_table(cls, data: Any) -> Any:
+        # ``resource_manager: {type: ray, address: ...}``: the name, and the rest as options.
+        if not isinstance(data, Mapping) or not isinstance(data.get("resource_manager"), Mapping):
+            return data
+        table = dict(data["resource_manager"])
+        name = table.pop("type", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                "resource_manager.type is required: the resource manager's name (local, ray)"
+            )
+        options = {**table, **dict(data.get("resource_manager_options") or {})}
+        return {**data, "resource_manager": name, "resource_manager_options": options}
 
     @property
     def url(self) -> str:

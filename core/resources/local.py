@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -37,6 +38,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from detlite.errors import DetliteError
 from detlite.interfaces import ResourceManager, WorkerSpec
@@ -299,6 +301,16 @@ class LocalResourceManager(ResourceManager):
             if group.exit_code is not None:
                 return
             kill_process_groups((p.pid for p in group.procs), force=force)
+
+    def placement(self, handle: str) -> list[dict[str, Any]] | None:
+        """This host's name and each rank's device (``gpu:<id>``, or ``cpu``)."""
+        with self._lock:
+            group = self._group(handle)
+        node = socket.gethostname()
+        return [
+            {"node": node, "devices": [f"gpu:{self.gpus[slot]}" if self.gpus else "cpu"]}
+            for slot in group.slots
+        ]
 
     def pids(self, handle: str) -> list[int]:
         """The process ids of the group's processes, by rank (each leads its own group)."""

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "ray")
 
 PROBE = """
 import atexit, json, sys
@@ -42,11 +42,15 @@ def loaded_after(body: str, *args: str) -> list[str]:
 
 
 def test_import_detlite_loads_no_framework() -> None:
-    assert loaded_after("import detlite, detlite.pytorch, detlite.tensorflow, detlite.keras") == []
+    body = "import detlite, detlite.pytorch, detlite.tensorflow, detlite.keras, detlite.ray"
+    assert loaded_after(body) == []
 
 
 def test_plugin_modules_load_no_framework() -> None:
-    body = "import detlite.pytorch.plugin, detlite.tensorflow.plugin, detlite.keras.plugin"
+    body = (
+        "import detlite.pytorch.plugin, detlite.tensorflow.plugin, detlite.keras.plugin, "
+        "detlite.ray.plugin"
+    )
     assert loaded_after(body) == []
 
 

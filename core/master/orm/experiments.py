@@ -94,9 +94,12 @@ class Trial(Base):
     warm_start_checkpoint_uuid: Mapped[str | None] = mapped_column(sa.String(36))
     start_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
     end_time: Mapped[dt.datetime | None]
-    # Filled in by resource managers (later): where the trial's workers ran.
+    # Where the trial's latest workers ran, as their resource manager told the scheduler:
+    # the nodes (comma-separated), each rank's device, and per rank in full (migration 0003).
     node: Mapped[str | None] = mapped_column(sa.String(255))
     devices: Mapped[list[str] | None] = mapped_column(sa.JSON)
+    placement: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON)
+    resource_manager: Mapped[str | None] = mapped_column(sa.String(64))
     # The scheduler's run-time state (see the module docstring).
     pending_ops: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON)
     # Server defaults too: migration 0002 added these NOT NULL columns to existing rows.

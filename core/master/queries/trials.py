@@ -211,6 +211,10 @@ def trials_wire(db: Session, rows: Sequence[Trial]) -> list[schemas.Trial]:
                 best_validation=metrics_row_wire(best_row[1]) if best_row else None,
                 latest_validation=metrics_row_wire(latest_row) if latest_row else None,
                 best_checkpoint=_checkpoint_summary(best_ckpt) if best_ckpt is not None else None,
+                node=row.node,
+                devices=list(row.devices) if row.devices is not None else None,
+                placement=[dict(p) for p in row.placement] if row.placement else None,
+                resource_manager=row.resource_manager,
             )
         )
     return out

@@ -15,14 +15,15 @@ allocations were already sent a kill, and the parsed configs.
 A tick:
 
 1. Starts the search of every ACTIVE experiment that has no searcher state yet.
-2. Polls every live allocation. An exit is handled per issue 5, section 8: a trial that
-   is stopping (cancel, kill, the search's end) ends as its experiment says; one that
-   reported an early exit ends (ERROR for ERRORED, else COMPLETED); an expected exit 0
-   (the group was told CLOSE or to stop) closes a closed trial or leaves a preempted one to
-   be launched again; anything else is a failure: ``restarts`` += 1, and past
-   ``max_restarts`` the trial ends in ERROR and the searcher hears ERRORED, else it is
-   launched again from its latest checkpoint. The failed rank's last stderr lines become
-   trial logs. Allocations of killed trials get SIGKILL.
+2. Polls every live allocation, and records where its workers run (the trial's ``node``,
+   ``devices`` and per-rank ``placement``) once the resource manager can tell. An exit is
+   handled per issue 5, section 8: a trial that is stopping (cancel, kill, the search's
+   end) ends as its experiment says; one that reported an early exit ends (ERROR for
+   ERRORED, else COMPLETED); an expected exit 0 (the group was told CLOSE or to stop)
+   closes a closed trial or leaves a preempted one to be launched again; anything else is a
+   failure: ``restarts`` += 1, and past ``max_restarts`` the trial ends in ERROR and the
+   searcher hears ERRORED, else it is launched again from its latest checkpoint. The failed
+   rank's last stderr lines become trial logs. Allocations of killed trials get SIGKILL.
 3. Ends trials that are stopping and have no worker, closes closed trials that have no
    worker and no work left, and tells the searcher about trials that ended outside it
    (a trial killed while paused: USER_CANCELED).
@@ -57,7 +58,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from detlite.api.enums import ExperimentState
 from detlite.config import ExperimentConfig
-from detlite.errors import APIError, Conflict, DetliteError
+from detlite.errors import APIError, Conflict, DetliteError, PluginError
 from detlite.interfaces import ResourceManager, WorkerSpec
 from detlite.master import gc
 from detlite.master.orm import Experiment, Trial, TrialLog, User, utcnow
@@ -130,14 +131,23 @@ class Scheduler:
         logger.info("scheduler started with %d slot(s)", self.rm.total_slots())
 
     def _build_resource_manager(self) -> ResourceManager:
-        cls = get_plugins().resource_manager(self.settings.resource_manager)
+        name = self.settings.resource_manager
+        cls = get_plugins().resource_manager(name)
         params = inspect.signature(cls).parameters
         kwargs: dict[str, Any] = {}
         if "slots" in params:
             kwargs["slots"] = self.settings.slots
         if "work_dir" in params:
             kwargs["work_dir"] = self.settings.worker_dir / "groups"
-        return cls(**kwargs)
+        options = dict(self.settings.resource_manager_options)
+        takes = sorted(p for p in params if p not in ("self", "slots", "work_dir"))
+        unknown = sorted(set(options) - set(takes))
+        if unknown:
+            raise PluginError(
+                f"resource_manager {name!r} has no option {', '.join(map(repr, unknown))}; "
+                f"it takes: {', '.join(takes) or 'no options'}"
+            )
+        return cls(**kwargs, **options)
 
     def stop(self) -> None:
         """Preempt every worker group, wait for them up to ``stop_grace``, stop the thread."""
@@ -363,6 +373,8 @@ class Scheduler:
                 code = self.rm.poll(handle)
             except KeyError:
                 code = -1  # the manager no longer knows the group: treat it as lost
+            if trial.placement is None and self._record_placement(trial, handle):
+                db.commit()
             if code is None:
                 if trial.state == S.STOPPING_KILLED and trial.allocation_id not in self._killed:
                     self._killed.add(str(trial.allocation_id))
@@ -580,12 +592,31 @@ class Scheduler:
         trial.allocation_answers = {}
         trial.allocation_stop = False
         trial.allocation_start_time = utcnow()
+        trial.placement = trial.node = trial.devices = None
+        self._record_placement(trial, handle)
         try:
             db.commit()
         except Exception:
             self.rm.terminate(handle, force=True)
             raise
         logger.info("trial %d launched (allocation %s, %d slot(s))", trial.id, allocation_id, slots)
+        return True
+
+    def _record_placement(self, trial: Trial, handle: str) -> bool:
+        """Keep where the group runs once the manager knows (a Ray group: once placed)."""
+        assert self.rm is not None
+        try:
+            ranks = self.rm.placement(handle)
+        except Exception as exc:  # a manager that cannot tell must not stop the scheduler
+            logger.debug("trial %d: no placement from the resource manager: %s", trial.id, exc)
+            return False
+        if not ranks:
+            return False
+        nodes = dict.fromkeys(str(rank.get("node", "?")) for rank in ranks)
+        trial.placement = ranks
+        trial.node = ", ".join(nodes)[:255]
+        trial.devices = [str(d) for rank in ranks for d in rank.get("devices", [])]
+        trial.resource_manager = self.rm.type
         return True
 
 

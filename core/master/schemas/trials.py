@@ -42,6 +42,12 @@ class Trial(WireModel):
     best_validation: MetricsRow | None
     latest_validation: MetricsRow | None
     best_checkpoint: CheckpointSummary | None
+    # Where the latest workers ran (a detlite addition): the nodes, each rank's device
+    # ("gpu:<id>" or "cpu"), per rank in full, and the resource manager that placed them.
+    node: str | None = None
+    devices: list[str] | None = None
+    placement: list[dict[str, Any]] | None = None
+    resource_manager: str | None = None
 
 
 class TrialResponse(WireModel):
