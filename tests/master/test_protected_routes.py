@@ -22,6 +22,10 @@ PUBLIC = {
     ("POST", "/api/v1/auth/login"),
     ("POST", "/login"),
     ("GET", "/api/v1/health"),
+    # The web UI's page and static files: they hold no data (its scripts send a token).
+    ("GET", "/"),
+    ("GET", "/ui/{name}"),
+    ("GET", "/ui/vendor/plotly.min.js"),
 }
 
 

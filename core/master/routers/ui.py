@@ -1,0 +1,87 @@
+"""The web UI's files: ``GET /`` (the page), ``GET /ui/{name}`` (its scripts and styles) and
+``GET /ui/vendor/plotly.min.js`` (the charting library, from the installed ``plotly`` package).
+
+These routes are public: the page and its scripts carry no data. The scripts log in through
+``POST /api/v1/auth/login`` and send the token on every API call. The files are read from the
+package ``detlite.master.ui`` (one flat directory, no build step); Plotly.js is the copy that
+the ``plotly`` Python package ships, so nothing is fetched from the network at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+
+from detlite.errors import NotFound
+from detlite.master.deps import public
+
+__all__ = ["PLOTLY_MISSING", "plotly_js", "router"]
+
+router = APIRouter(tags=["ui"], include_in_schema=False)
+
+_MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+#: The page's files change with the installed package; ask the browser to revalidate.
+_NO_STALE = {"Cache-Control": "no-cache"}
+
+PLOTLY_MISSING = (
+    "The web UI's charts need Plotly.js, which ships inside the Python package 'plotly', "
+    "and it was not found in the master's environment: pip install plotly "
+    "(it is a dependency of detlite; reinstall detlite to get it)."
+)
+
+
+def _ui_file(name: str) -> Path | None:
+    resource = importlib.resources.files("detlite.master.ui") / name
+    path = Path(str(resource))
+    return path if path.is_file() else None
+
+
+def plotly_js() -> Path | None:
+    """``plotly.min.js`` of the installed ``plotly`` package, found without importing it."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "package_data" / "plotly.min.js"
+        if path.is_file():
+            return path
+    return None
+
+
+@router.get("/", response_class=HTMLResponse)
+@public
+def index() -> Response:
+    path = _ui_file("index.html")
+    if path is None:
+        raise NotFound("the web UI's index.html is missing from detlite.master.ui: reinstall")
+    return FileResponse(path, media_type=_MEDIA_TYPES[".html"], headers=_NO_STALE)
+
+
+@router.get("/ui/vendor/plotly.min.js")
+@public
+def plotly() -> Response:
+    path = plotly_js()
+    if path is None:
+        # The page checks for Plotly and shows this text where the charts would be.
+        return PlainTextResponse(f"/* {PLOTLY_MISSING} */", status_code=503)
+    headers = {"Cache-Control": "public, max-age=86400"}
+    return FileResponse(path, media_type=_MEDIA_TYPES[".js"], headers=headers)
+
+
+@router.get("/ui/{name}")
+@public
+def ui_file(name: str) -> Response:
+    suffix = Path(name).suffix
+    path = _ui_file(name) if suffix in _MEDIA_TYPES and "/" not in name else None
+    if path is None or name.startswith("."):
+        raise NotFound(f"the web UI has no file {name!r}")
+    return FileResponse(path, media_type=_MEDIA_TYPES[suffix], headers=_NO_STALE)

@@ -1,0 +1,207 @@
+"""Read endpoints the web UI needs beyond the v1 API: ``/api/v1/ui/...`` (token required).
+
+- ``GET /api/v1/ui/experiments``: the experiment list with each experiment's searcher metric
+  and best validated value (``{"experiments": [ExperimentSummary], "pagination"}``). It takes
+  the filters and paging of ``GET /api/v1/experiments``; ``sort_by`` takes that endpoint's
+  values plus ``SORT_BY_BEST_METRIC``, which sorts by the best value in the direction the
+  metric improves when ``order_by`` is ASC (best first), experiments without one last.
+- ``GET /api/v1/ui/experiments/{id}/series?kind=training|validation`` and
+  ``GET /api/v1/ui/trials/{id}/series?kind=...``: every numeric metric of the trials as
+  ``{"series": [{"trialId", "kind", "metric", "steps", "values"}], "metrics": [names]}`` -- one
+  call per chart instead of one per trial. Values that are not numbers (NaN, nested objects)
+  are left out of their series; ``kind`` defaults to training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
+
+from detlite.errors import APIError
+from detlite.master.deps import DbSession
+from detlite.master.orm import Experiment, Trial, ValidationMetrics
+from detlite.master.queries import checkpoints as checkpoint_queries
+from detlite.master.queries import experiments as experiment_queries
+from detlite.master.queries import metrics as metric_queries
+from detlite.master.queries import trials as trial_queries
+from detlite.master.routers.experiments import ExperimentId, parse_order_by, parse_states
+from detlite.master.routers.trials import TrialId
+from detlite.master.schemas.common import OrderBy, Pagination, parse_enum
+from detlite.master.schemas.metrics import MetricsKind, MetricsRow
+from detlite.master.schemas.ui import (
+    ExperimentSummary,
+    GetExperimentSummariesResponse,
+    GetMetricSeriesResponse,
+    MetricSeries,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/ui", tags=["ui"])
+
+_BEST_METRIC = "BEST_METRIC"
+
+
+def _searcher_of(config: Mapping[str, Any]) -> tuple[str | None, bool]:
+    searcher = config.get("searcher")
+    if not isinstance(searcher, Mapping):
+        return None, True
+    metric = searcher.get("metric")
+    return (metric if isinstance(metric, str) else None), bool(
+        searcher.get("smaller_is_better", True)
+    )
+
+
+def _summaries(db: Session, rows: Sequence[Experiment]) -> list[ExperimentSummary]:
+    """The summaries of ``rows``, reading the validations of all their trials at once (not
+    one query per experiment)."""
+    best: dict[int, tuple[float, int]] = {}
+    experiments = {row.id: row for row in rows}
+    of_these = Trial.experiment_id.in_(list(experiments))
+    pairs = db.execute(sa.select(Trial.id, Trial.experiment_id).where(of_these))
+    experiment_of = {trial_id: experiment_id for trial_id, experiment_id in pairs}
+    trial_ids = sa.select(Trial.id).where(of_these)
+    query = metric_queries.effective_rows(
+        ValidationMetrics, ValidationMetrics.trial_id.in_(trial_ids)
+    )
+    for validation in db.scalars(query):
+        experiment_id = experiment_of[validation.trial_id]
+        config = experiments[experiment_id].config or {}
+        value = checkpoint_queries.searcher_metric_of(
+            config, checkpoint_queries.validation_metrics_of(validation)
+        )
+        if value is None or math.isnan(value):
+            continue
+        smaller = _searcher_of(config)[1]
+        held = best.get(experiment_id)
+        if held is None or (value < held[0] if smaller else value > held[0]):
+            best[experiment_id] = (value, validation.trial_id)
+    out = []
+    for wire, row in zip(experiment_queries.experiments_wire(db, rows), rows, strict=True):
+        metric, smaller = _searcher_of(row.config or {})
+        value, trial_id = best.get(row.id, (None, None))
+        out.append(
+            ExperimentSummary(
+                experiment=wire,
+                searcher_metric=metric,
+                smaller_is_better=smaller,
+                best_metric=value,
+                best_trial_id=trial_id,
+            )
+        )
+    return out
+
+
+def _by_best_metric(
+    summaries: list[ExperimentSummary], descending: bool
+) -> list[ExperimentSummary]:
+    def goodness(summary: ExperimentSummary) -> float:
+        assert summary.best_metric is not None
+        return summary.best_metric if summary.smaller_is_better else -summary.best_metric
+
+    present = [s for s in summaries if s.best_metric is not None]
+    missing = [s for s in summaries if s.best_metric is None]
+    present.sort(key=lambda s: (goodness(s), s.experiment.id), reverse=descending)
+    missing.sort(key=lambda s: s.experiment.id, reverse=descending)
+    return present + missing
+
+
+def _page(
+    items: list[ExperimentSummary], offset: int, limit: int
+) -> GetExperimentSummariesResponse:
+    """``paginate``'s slicing rules over summaries already in memory."""
+    total = len(items)
+    start = max(total + offset, 0) if offset < 0 else min(offset, total)
+    end = total if limit <= 0 else min(start + limit, total)
+    pagination = Pagination(
+        offset=offset, limit=limit, start_index=start, end_index=end, total=total
+    )
+    return GetExperimentSummariesResponse(experiments=items[start:end], pagination=pagination)
+
+
+@router.get("/experiments")
+def get_experiment_summaries(
+    db: DbSession,
+    sort_by: str = "SORT_BY_UNSPECIFIED",
+    order_by: str = "ORDER_BY_UNSPECIFIED",
+    offset: int = 0,
+    limit: int = 0,
+    states: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
+    archived: bool | None = None,
+    users: Annotated[list[str], Query()] = [],  # noqa: B006
+    labels: Annotated[list[str], Query()] = [],  # noqa: B006
+    description: str = "",
+    name: str = "",
+) -> GetExperimentSummariesResponse:
+    order = parse_order_by(order_by)
+    by_best = sort_by.strip().upper().removeprefix("SORT_BY_") == _BEST_METRIC
+    if by_best:
+        sort = experiment_queries.ExperimentSortBy.UNSPECIFIED
+    else:
+        try:
+            sort = parse_enum(experiment_queries.ExperimentSortBy, sort_by, "SORT_BY_")
+        except ValueError as exc:
+            raise APIError(f"sort_by: {exc} or SORT_BY_{_BEST_METRIC}", status=400) from None
+    filters: dict[str, Any] = {
+        "states": parse_states(states),
+        "archived": archived,
+        "users": users,
+        "labels": labels,
+        "description": description,
+        "name": name,
+    }
+    if by_best:
+        rows, _ = experiment_queries.list_experiments(db, **filters)
+        ordered = _by_best_metric(_summaries(db, rows), order == OrderBy.DESC)
+        return _page(ordered, offset, limit)
+    rows, pagination = experiment_queries.list_experiments(
+        db, **filters, sort_by=sort, order_by=order, offset=offset, limit=limit
+    )
+    return GetExperimentSummariesResponse(experiments=_summaries(db, rows), pagination=pagination)
+
+
+def _series(rows: Sequence[MetricsRow], kind: MetricsKind) -> GetMetricSeriesResponse:
+    points: dict[tuple[int, str], tuple[list[int], list[float | None]]] = {}
+    for row in rows:
+        values = row.metrics
+        nested = values.get("validation_metrics")
+        if isinstance(nested, Mapping):  # some clients nest validations one level down
+            values = dict(nested)
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if not math.isfinite(value):
+                continue
+            steps, numbers = points.setdefault((row.trial_id, name), ([], []))
+            steps.append(row.steps_completed)
+            numbers.append(float(value))
+    series = [
+        MetricSeries(trial_id=trial_id, kind=kind, metric=name, steps=steps, values=numbers)
+        for (trial_id, name), (steps, numbers) in sorted(points.items())
+    ]
+    return GetMetricSeriesResponse(series=series, metrics=sorted({s.metric for s in series}))
+
+
+@router.get("/experiments/{experiment_id}/series")
+def get_experiment_series(
+    experiment_id: ExperimentId, db: DbSession, kind: MetricsKind = "training"
+) -> GetMetricSeriesResponse:
+    experiment = experiment_queries.get_experiment(db, experiment_id)
+    model = metric_queries.metrics_model(kind)
+    trial_ids = sa.select(Trial.id).where(Trial.experiment_id == experiment.id)
+    rows, _ = metric_queries.list_metrics(db, kind, model.trial_id.in_(trial_ids))
+    return _series(rows, kind)
+
+
+@router.get("/trials/{trial_id}/series")
+def get_trial_series(
+    trial_id: TrialId, db: DbSession, kind: MetricsKind = "training"
+) -> GetMetricSeriesResponse:
+    trial = trial_queries.get_trial(db, trial_id)
+    rows, _ = metric_queries.list_metrics(db, kind, [trial.id])
+    return _series(rows, kind)
