@@ -9,10 +9,15 @@ Decisions:
   archived ones included (as ``det experiment list --all``).
 - ``logs`` prints every trial's logs, trial by trial; ``-f`` keeps polling (new trials
   included) until the experiment has ended and every log line has been read.
-- ``wait`` prints one progress line (state, trials ended out of all, the best searcher
-  metric so far), rewritten in place on a terminal and printed again only when it changes
-  otherwise. It exits 0 for COMPLETED and 1 for any other end; a PAUSED experiment is an
-  error, as in ``ExperimentReference.wait``, since nothing would finish it.
+- ``wait`` shows the progress (state, trials ended out of all, the best searcher metric so
+  far): as a bar on stderr, redrawn in place, when stderr is a terminal; otherwise as plain
+  lines on stdout, printed again only when they change. ``create --follow`` draws the same
+  bar below the logs on a terminal. ``wait`` exits 0 for COMPLETED and 1 for any other end;
+  a PAUSED experiment is an error, as in ``ExperimentReference.wait``, since nothing would
+  finish it.
+- ``--json`` (``list``, ``describe``) prints the master's objects as it sent them, and
+  nothing else on stdout: ``list`` a JSON array of experiments, ``describe`` an object with
+  ``experiment``, ``config`` and ``trials``.
 - ``create --test`` runs Determined's test experiment: the config is validated, then an
   archived experiment with one trial, one batch and one validation runs
   (``detlite.experimental._create.config_for_test_experiment``, as
@@ -22,15 +27,16 @@ Decisions:
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from detlite.cli.model_cmd import format_time, master_option
+from detlite.cli.progress import ProgressLine, bar
 from detlite.cli.table import render_table
 
 if TYPE_CHECKING:
@@ -105,29 +111,37 @@ def follow_logs(
     *,
     trial_prefix: bool,
     interval: float = 1.0,
+    status: Callable[[], str] | None = None,
 ) -> None:
     """Print the logs of ``trial_ids()``; with ``ended``, keep polling until it is true.
 
     ``ended`` is asked before each round of reads, so the round after the end still
-    prints what the workers sent last.
+    prints what the workers sent last. ``status`` gives the progress line drawn below the
+    logs after each round, on a terminal only (``ProgressLine``).
     """
     offsets: dict[int, int] = {}
-    while True:
-        done = ended is None or ended()
-        for trial_id in trial_ids():
-            while True:
-                answer = session.get(
-                    f"/api/v1/trials/{trial_id}/logs",
-                    params={"offset": offsets.get(trial_id, 0), "limit": _LOG_PAGE},
-                )
-                for entry in answer["logs"]:
-                    click.echo(format_log(entry, trial_prefix=trial_prefix))
-                offsets[trial_id] = int(answer["pagination"]["endIndex"])
-                if len(answer["logs"]) < _LOG_PAGE:
-                    break
-        if done:
-            return
-        time.sleep(interval)
+    progress = ProgressLine(enabled=None if status is not None else False)
+    try:
+        while True:
+            done = ended is None or ended()
+            for trial_id in trial_ids():
+                while True:
+                    answer = session.get(
+                        f"/api/v1/trials/{trial_id}/logs",
+                        params={"offset": offsets.get(trial_id, 0), "limit": _LOG_PAGE},
+                    )
+                    for entry in answer["logs"]:
+                        progress.echo(format_log(entry, trial_prefix=trial_prefix))
+                    offsets[trial_id] = int(answer["pagination"]["endIndex"])
+                    if len(answer["logs"]) < _LOG_PAGE:
+                        break
+            if status is not None and progress.enabled:
+                progress.show(status())
+            if done:
+                return
+            time.sleep(interval)
+    finally:
+        progress.close()
 
 
 def _experiment_ended(session: Session, experiment_id: int) -> Callable[[], bool]:
@@ -192,6 +206,7 @@ def create_command(
                 _trial_ids(session, experiment.id),
                 _experiment_ended(session, experiment.id),
                 trial_prefix=True,
+                status=lambda: _progress(session, experiment.id).bar_text(),
             )
             state = state_name(session.get(_experiment_path(experiment.id))["experiment"]["state"])
             click.echo(f"Experiment {experiment.id} ended {state}")
@@ -365,54 +380,72 @@ _action("kill", "Killed", "Kill EXPERIMENT_ID: trials stop at once, it ends CANC
 # -- wait -------------------------------------------------------------------------------------
 
 
-def _progress_line(
-    session: Session, experiment_id: int
-) -> tuple[str, str]:  # (state, the line without elapsed time)
+@dataclass(frozen=True)
+class _Progress:
+    experiment_id: int
+    state: str
+    ended: int
+    trials: int
+    best: str  # "validation_loss 0.25", or "" before any validation
+
+    @property
+    def line(self) -> str:
+        text = (
+            f"experiment {self.experiment_id} {self.state}: trials {self.ended}/{self.trials} ended"
+        )
+        return f"{text}, best {self.best}" if self.best else text
+
+    def bar_text(self, elapsed: float | None = None) -> str:
+        text = (
+            f"experiment {self.experiment_id} {self.state} {bar(self.ended, self.trials)} "
+            f"{self.ended}/{self.trials} trials ended"
+        )
+        if self.best:
+            text += f", best {self.best}"
+        return text if elapsed is None else f"{text} [{elapsed:.0f} s]"
+
+
+def _progress(session: Session, experiment_id: int) -> _Progress:
     answer = session.get(_experiment_path(experiment_id))
     experiment, config = answer["experiment"], answer["config"]
-    state = state_name(experiment["state"])
     metric, smaller = _searcher(config)
     trials = _trials(session, experiment_id)
     ended = sum(1 for t in trials if state_name(t["state"]) in _TERMINAL)
     values = [v for t in trials if (v := _best_metric(t, metric)) is not None]
-    line = f"experiment {experiment_id} {state}: trials {ended}/{len(trials)} ended"
+    best = ""
     if values and metric:
-        best = min(values) if smaller else max(values)
-        line += f", best {metric} {_format_value(best)}"
-    return state, line
+        best = f"{metric} {_format_value(min(values) if smaller else max(values))}"
+    return _Progress(experiment_id, state_name(experiment["state"]), ended, len(trials), best)
 
 
 def _wait(session: Session, experiment_id: int, interval: float, timeout: float | None) -> str:
-    """Poll with a progress line until the experiment ends; returns its final state."""
+    """Poll, showing progress, until the experiment ends; returns its final state."""
     from detlite.errors import ExperimentPaused, WaitTimeout
 
-    tty = sys.stdout.isatty()
+    progress = ProgressLine()
     started = time.monotonic()
     shown = ""
-    while True:
-        state, line = _progress_line(session, experiment_id)
-        elapsed = time.monotonic() - started
-        if tty:
-            click.echo(f"\r{line} [{elapsed:.0f} s]\x1b[K", nl=False)
-        elif line != shown:
-            click.echo(line)
-        shown = line
-        if state in _TERMINAL:
-            if tty:
-                click.echo("")
-            return state
-        if state == "PAUSED":
-            if tty:
-                click.echo("")
-            raise ExperimentPaused(
-                f"experiment {experiment_id} is paused; activate it (detlite experiment "
-                f"activate {experiment_id}) before waiting for it"
-            )
-        if timeout is not None and elapsed >= timeout:
-            if tty:
-                click.echo("")
-            raise WaitTimeout(f"experiment {experiment_id} did not end within {timeout:g} s")
-        time.sleep(interval)
+    try:
+        while True:
+            now = _progress(session, experiment_id)
+            elapsed = time.monotonic() - started
+            if progress.enabled:
+                progress.show(now.bar_text(elapsed))
+            elif now.line != shown:
+                click.echo(now.line)
+            shown = now.line
+            if now.state in _TERMINAL:
+                return now.state
+            if now.state == "PAUSED":
+                raise ExperimentPaused(
+                    f"experiment {experiment_id} is paused; activate it (detlite experiment "
+                    f"activate {experiment_id}) before waiting for it"
+                )
+            if timeout is not None and elapsed >= timeout:
+                raise WaitTimeout(f"experiment {experiment_id} did not end within {timeout:g} s")
+            time.sleep(interval)
+    finally:
+        progress.close()
 
 
 @experiment_group.command("wait")

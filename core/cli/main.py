@@ -3,6 +3,8 @@
 Every error detlite raises on purpose is printed as one line (``error: ...``) with its
 exit code; anything else is a bug and says so. ``--debug`` (or ``DETLITE_DEBUG=1``) shows
 the traceback instead. Plugins add subcommands through ``detlite_register_commands``.
+Shell completion (``detlite completion``) goes through ``main()`` too: click answers the
+shell when ``_DETLITE_COMPLETE`` is set, before any command runs.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import click
 
 from detlite import __version__
 from detlite.cli.checkpoint_cmd import checkpoint_group
+from detlite.cli.completion_cmd import completion_command
 from detlite.cli.experiment_cmd import experiment_group
 from detlite.cli.master_cmd import master_command
 from detlite.cli.model_cmd import model_group
 from detlite.cli.plugins_cmd import plugins_command
 from detlite.cli.preview import preview_search_command
+from detlite.cli.tensorboard_cmd import tensorboard_command
 from detlite.cli.trial_cmd import trial_group
 from detlite.cli.up_cmd import down_command, up_command
 from detlite.cli.user_cmd import user_group
@@ -48,6 +52,8 @@ cli.add_command(experiment_group)
 cli.add_command(trial_group)
 cli.add_command(up_command)
 cli.add_command(down_command)
+cli.add_command(tensorboard_command)
+cli.add_command(completion_command)
 
 
 def build_cli() -> click.Group:

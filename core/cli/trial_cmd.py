@@ -9,7 +9,7 @@ has ended and every line has been read. The HTTP client is imported inside the c
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -76,6 +76,7 @@ def describe_command(master: str | None, trial_id: int, as_json: bool) -> None:
         ("State", state_name(trial["state"])),
         ("Batches", trial.get("totalBatchesProcessed", 0)),
         ("Restarts", trial.get("restarts", 0)),
+        ("Placement", _placement(trial)),
         ("Hyperparameters", json.dumps(trial.get("hparams") or {}, sort_keys=True)),
         ("Started", format_time(trial.get("startTime"))),
         ("Ended", format_time(trial.get("endTime"))),
@@ -124,3 +125,13 @@ def logs_command(master: str | None, trial_id: int, follow: bool) -> None:
             return _state(session, trial_id) in _TERMINAL
 
         follow_logs(session, lambda: [trial_id], ended if follow else None, trial_prefix=False)
+
+
+def _placement(trial: dict[str, Any]) -> str:
+    """``node: devices`` per node of the latest run, and its resource manager."""
+    by_node: dict[str, list[str]] = {}
+    for rank in trial.get("placement") or []:
+        by_node.setdefault(str(rank.get("node", "?")), []).extend(rank.get("devices") or [])
+    where = "; ".join(f"{node}: {', '.join(devices)}" for node, devices in by_node.items())
+    manager = trial.get("resourceManager")
+    return f"{where} ({manager})" if where and manager else where or trial.get("node") or ""

@@ -2,12 +2,15 @@
 
 Tokens are cached in ``$XDG_CONFIG_HOME/detlite/auth.json`` (see ``detlite.api``). New
 passwords are prompted twice without echo, or read from the first line of stdin with
-``--password-stdin`` (for scripts); they never appear on the command line. The HTTP client
-(requests) is imported inside the commands, keeping ``detlite --help`` fast.
+``--password-stdin`` (for scripts); they never appear on the command line. ``list --json``
+and ``whoami --json`` print the master's user objects (``username``, ``admin``, ``active``,
+...) as it sent them. The HTTP client (requests) is imported inside the commands, keeping
+``detlite --help`` fast.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -80,25 +83,36 @@ def logout_command(master: str | None, username: str | None) -> None:
     click.echo(f"logged out {name}")
 
 
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the master's JSON.")
+
+
 @user_group.command("whoami")
+@_json_option
 @click.pass_obj
-def whoami_command(master: str | None) -> None:
+def whoami_command(master: str | None, as_json: bool) -> None:
     """Print the user the cached token belongs to."""
     from detlite.api import login_session
 
     with login_session(master) as session:
         user = session.get("/api/v1/auth/user")["user"]
+        if as_json:
+            click.echo(json.dumps(user, indent=2, sort_keys=True))
+            return
         click.echo(f"{user['username']}{' (admin)' if user['admin'] else ''} on {session.master}")
 
 
 @user_group.command("list")
+@_json_option
 @click.pass_obj
-def list_command(master: str | None) -> None:
+def list_command(master: str | None, as_json: bool) -> None:
     """List the master's users."""
     from detlite.api import login_session
 
     with login_session(master) as session:
         users = session.get("/api/v1/users")["users"]
+    if as_json:
+        click.echo(json.dumps(users, indent=2, sort_keys=True))
+        return
     rows = [
         [u["username"], "yes" if u["admin"] else "no", "yes" if u["active"] else "no"]
         for u in users

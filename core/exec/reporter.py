@@ -16,6 +16,11 @@ A ``TrialRunner`` calls it on the chief (rank 0) only:
   that trains for long must not fill its disk. Upload first, record second: the master
   never lists a checkpoint whose files are not stored.
 - ``log``: a line through the ``detlite.exec`` logger, which the log shipper forwards.
+- TensorBoard (given ``tensorboard_dir``): every training and validation report is also
+  recorded as scalars in an event file there (``detlite.tensorboard``), uploaded to the
+  checkpoint storage under ``tensorboard/experiment_<id>/trial_<id>/`` after each
+  checkpoint and by ``close`` (``detlite._tensorboard_storage``). Recording is an append to
+  a buffer; an upload that fails is a warning in the log, never the trial's end.
 
 Every request goes through ``MasterClient``, which retries while the master is away; an
 error that outlasts that is raised, and ends the worker.
@@ -30,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from detlite._tensorboard_storage import TrialEventLog
 from detlite.storage import storage_from_config
 
 if TYPE_CHECKING:
@@ -102,6 +108,8 @@ class MasterReporter:
         plugins: Plugins | None = None,
         storage: StorageBackend | None = None,
         keep_local: bool = False,
+        experiment_id: int | None = None,
+        tensorboard_dir: Path | None = None,
     ) -> None:
         self.client = client
         self.trial_id = trial_id
@@ -112,6 +120,9 @@ class MasterReporter:
         self._storage = storage
         #: uuids of the checkpoints recorded on the master, in order.
         self.checkpoints: list[str] = []
+        self.events: TrialEventLog | None = None
+        if tensorboard_dir is not None and experiment_id is not None:
+            self.events = TrialEventLog(tensorboard_dir, experiment_id, trial_id)
 
     @property
     def storage(self) -> StorageBackend:
@@ -142,6 +153,8 @@ class MasterReporter:
         self.client.post(
             f"/api/v1/trials/{self.trial_id}/training_metrics", {"trainingMetrics": body}
         )
+        if self.events is not None:
+            self.events.record("train", batches_trained, body["metrics"])
 
     def report_validation(
         self, batches_trained: int, metrics: Mapping[str, Any], num_inputs: int
@@ -151,6 +164,8 @@ class MasterReporter:
             f"/api/v1/trials/{self.trial_id}/validation_metrics", {"validationMetrics": body}
         )
         log.info("validated after %d batches: %s", batches_trained, body["metrics"])
+        if self.events is not None:
+            self.events.record("val", batches_trained, body["metrics"])
 
     def report_checkpoint(self, path: str, metadata: Mapping[str, Any]) -> None:
         src = Path(path)
@@ -180,6 +195,22 @@ class MasterReporter:
         log.info("checkpoint %s saved after %s batches", uuid, metadata["batches_trained"])
         if not self.keep_local:
             shutil.rmtree(src, ignore_errors=True)
+        self.sync_tensorboard()
+
+    def sync_tensorboard(self) -> None:
+        """Upload the event files that changed (see the module doc); failures are logged."""
+        if self.events is None or not self.events.recorded:
+            return
+        try:
+            self.events.sync(self.storage)
+        except Exception as exc:
+            log.warning("could not upload the TensorBoard event files: %s", exc)
+
+    def close(self) -> None:
+        """The run is over: upload the event files a last time."""
+        self.sync_tensorboard()
+        if self.events is not None:
+            self.events.close()
 
     def log(self, message: str) -> None:
         log.info("%s", message)

@@ -83,6 +83,7 @@ if TYPE_CHECKING:
     from detlite.config import ExperimentConfig
     from detlite.exec._master import MasterClient
     from detlite.exec.logship import LogShipper
+    from detlite.exec.reporter import MasterReporter
     from detlite.plugins import Plugins
     from detlite.trial import Trial
     from detlite.workloads import TrialRunner
@@ -121,6 +122,7 @@ class TrialWorker:
         self.rank = env.distributed.rank
         self.is_chief = env.distributed.is_chief
         self._params = {"allocationId": env.allocation_id}
+        self.reporter: MasterReporter | None = None
 
     # -- setting up ---------------------------------------------------------------------
 
@@ -228,7 +230,10 @@ class TrialWorker:
             trial_run_id=env.trial_run_id,
             config=config,
             plugins=plugins,
+            experiment_id=env.experiment_id,
+            tensorboard_dir=env.work_dir / "tensorboard",
         )
+        self.reporter = reporter
         runner = TrialRunner(
             built,
             env.work_dir / f"checkpoints-rank{self.rank}",
@@ -317,6 +322,8 @@ class TrialWorker:
         finally:
             if watch is not None:
                 watch.close()
+            if self.reporter is not None:
+                self.reporter.close()
             if self.is_chief:
                 state = {"closed": "COMPLETED", "failed": "ERROR"}.get(outcome, "CANCELED")
                 plugins.trial_finished(self.env.experiment_id, self.env.trial_id, state)

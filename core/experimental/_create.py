@@ -63,6 +63,7 @@ from detlite.experimental._test_mode import TestModeResult, check_not_reloading,
 
 if TYPE_CHECKING:
     from detlite.api import Session
+    from detlite.cli.progress import ProgressLine
     from detlite.experimental._experiment import ExperimentReference
     from detlite.plugins import Plugins
     from detlite.trial import Trial
@@ -307,13 +308,30 @@ def _metric_text(row: Mapping[str, Any] | None) -> str:
 
 def _follow_experiment(experiment_id: int, session: Session, out: TextIO) -> None:
     """Print each trial's start, validations and end until the experiment ends; raise
-    ``ExperimentFailed`` unless it COMPLETED."""
+    ``ExperimentFailed`` unless it COMPLETED. On a terminal (stderr), a progress line below
+    them shows each running trial's batches (``detlite.cli.progress``)."""
+    from detlite.cli.progress import ProgressLine, max_batches
+
+    progress = ProgressLine(enabled=None if out is sys.stdout else False)
+    total = max_batches(session.get(f"/api/v1/experiments/{experiment_id}")["config"])
+    try:
+        _follow_loop(experiment_id, session, out, progress, total)
+    finally:
+        progress.clear()
+
+
+def _follow_loop(
+    experiment_id: int, session: Session, out: TextIO, progress: ProgressLine, total: int | None
+) -> None:
+    from detlite.cli.progress import training_progress
+
     started = time.monotonic()
     seen_steps: dict[int, int] = {}
     ended: set[int] = set()
     paused_shown = False
     while True:
         exp, trials = _poll(session, experiment_id)
+        progress.clear()
         for trial in sorted(trials, key=lambda t: int(t["id"])):
             tid = int(trial["id"])
             if tid not in seen_steps:
@@ -360,6 +378,7 @@ def _follow_experiment(experiment_id: int, session: Session, out: TextIO) -> Non
                 flush=True,
             )
         paused_shown = state is ExperimentState.PAUSED
+        progress.show(training_progress(sorted(trials, key=lambda t: int(t["id"])), total))
         time.sleep(POLL_INTERVAL)
 
 

@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
+from detlite._tensorboard_storage import delete_event_files
 from detlite.api.enums import CheckpointState
 from detlite.config.storage import S3StorageConfig, SharedFSStorageConfig, StorageConfig
 from detlite.errors import APIError, NotFound
@@ -238,4 +239,6 @@ def delete_experiment_checkpoints(
             _delete_files(db, storage, uuid)
         elif _registered(db, [uuid]):
             kept.add(uuid)  # registered since the check above
+    if not kept:  # the experiment's rows go too: so do its TensorBoard event files
+        delete_event_files(storage, experiment_id)
     return sorted(kept)

@@ -156,6 +156,31 @@ def test_delete_experiment_checkpoints(session: Session, tmp_path: Path) -> None
     assert gc.delete_experiment_checkpoints(db, exp.id, default_root=storage) == ["d-0", "d-1"]
 
 
+def test_deleting_an_experiment_deletes_its_tensorboard_files(
+    session: Session, tmp_path: Path
+) -> None:
+    db = session
+    storage = tmp_path / "ckpts"
+    exp = make_experiment(db, config=experiment_config())
+    other = make_experiment(db, config=experiment_config())
+    kept_exp = make_experiment(db, config=experiment_config())
+    registered = make_checkpoint(
+        db, make_trial(db, kept_exp), 10, CheckpointState.COMPLETED, uuid="k-0", write_to=storage
+    )
+    make_model_version(db, registered)
+    db.commit()
+    for e in (exp, other, kept_exp):
+        events = storage / "tensorboard" / f"experiment_{e.id}" / "trial_1"
+        events.mkdir(parents=True)
+        (events / "events.out.tfevents.1.host").write_bytes(b"not empty")
+
+    assert gc.delete_experiment_checkpoints(db, exp.id, default_root=storage) == []
+    # Only the deleted experiment's folder goes; one whose rows stay keeps its files.
+    assert gc.delete_experiment_checkpoints(db, kept_exp.id, default_root=storage) == ["k-0"]
+    left = sorted(p.name for p in (storage / "tensorboard").iterdir())
+    assert left == [f"experiment_{other.id}", f"experiment_{kept_exp.id}"]
+
+
 def test_collect_experiment_on_s3(
     session: Session,
     tmp_path: Path,
