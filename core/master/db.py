@@ -96,7 +96,12 @@ def create_engine(url: str | URL) -> Engine:
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # Requests are served from a thread pool: a connection may move between threads.
-    engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
+    # A file gets as many connections as PostgreSQL's pool (see detlite.master._limits): the
+    # default 15 is fewer than the requests the master lets in at once. (":memory:" has a
+    # pool of one connection per thread, which takes no size.)
+    in_memory = not parsed.database or parsed.database == ":memory:"
+    pool: dict[str, Any] = {} if in_memory else {"pool_size": 10, "max_overflow": 30}
+    engine = sa.create_engine(parsed, connect_args={"check_same_thread": False}, **pool)
     sa.event.listen(engine, "connect", _sqlite_on_connect)
     return engine
 

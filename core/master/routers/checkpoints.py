@@ -37,6 +37,8 @@ from detlite.master.deps import CurrentUser, DbSession, get_state
 from detlite.master.orm import Experiment, Trial
 from detlite.master.queries import checkpoints as queries
 from detlite.master.queries.checkpoints import CheckpointSortBy, TrialCheckpointSortBy
+from detlite.master.routers.experiments import ExperimentId
+from detlite.master.routers.trials import TrialId
 from detlite.master.schemas.checkpoints import (
     CheckpointResponse,
     GetCheckpointsResponse,
@@ -105,7 +107,7 @@ def post_checkpoint_metadata(
 
 @router.get("/api/v1/experiments/{experiment_id}/checkpoints")
 def get_experiment_checkpoints(
-    experiment_id: int,
+    experiment_id: ExperimentId,
     db: DbSession,
     sort_by: str | None = None,
     order_by: str | None = None,
@@ -125,7 +127,7 @@ def get_experiment_checkpoints(
 
 @router.get("/api/v1/trials/{trial_id}/checkpoints")
 def get_trial_checkpoints(
-    trial_id: int,
+    trial_id: TrialId,
     db: DbSession,
     sort_by: str | None = None,
     order_by: str | None = None,
