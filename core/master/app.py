@@ -8,6 +8,8 @@ master listens on port 0, the first request tells the scheduler the port it got,
 workers need the master's address. Every route needs a token unless marked public (see
 ``detlite.master.deps``); every error has the shape in ``detlite.master.errors``; the OpenAPI
 document is at ``/openapi.json`` (and the interactive docs at ``/docs``), both public.
+The web UI is at ``/`` (``routers.ui``: public files; its data comes through the API, with
+the endpoints of ``routers.ui_api``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from detlite import __version__
 from detlite.interfaces import ResourceManager
 from detlite.master import db
+from detlite.master._limits import ConcurrencyLimit
 from detlite.master.deps import MasterState, authenticate
 from detlite.master.errors import install_error_handlers, openapi_error_responses
-from detlite.master.routers import ROUTERS
+from detlite.master.routers import ROUTERS, ui, ui_api
 from detlite.master.scheduler import Scheduler
 from detlite.master.settings import Settings
 
@@ -92,8 +95,11 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(_LearnAddress, scheduler_of=lambda: getattr(app.state, "scheduler", None))
+    app.add_middleware(ConcurrencyLimit)  # see detlite.master._limits: no pool deadlock
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(ui_api.router)
+    app.include_router(ui.router)  # the web UI's page and files (public: they hold no data)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
