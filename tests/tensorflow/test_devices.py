@@ -16,9 +16,9 @@ import pytest
 
 from detlite.errors import InvalidExperiment
 from detlite.interfaces import DevicePlacement
+from detlite.launch import free_port
 from detlite.tensorflow.devices import cluster_addresses, make_strategy, place_devices, tf_device
 from detlite.trial import DistributedContext
-from tests.tensorflow.distributed import free_port
 
 
 def _gpus() -> list[Any]:
