@@ -9,45 +9,21 @@ in the test's own directory. Timings are never asserted.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from tests.examples import run_example
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "iris_tensorflow"
 
 
 def _run(args: list[str], base: Path, timeout: float) -> str:
-    cwd = base / "cwd"
-    cwd.mkdir()
-    env = {
-        **os.environ,
-        "XDG_DATA_HOME": str(base / "data"),
-        "XDG_CONFIG_HOME": str(base / "config"),
-        "TMPDIR": str(base),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    for name in ("DETLITE_MASTER", "DET_MASTER", "DET_MASTER_ADDR", "DETLITE_IN_TRIAL_WORKER"):
-        env.pop(name, None)
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert list(cwd.iterdir()) == []  # nothing written where the user stands
-    return result.stdout
+    return run_example(EXAMPLE, args, base, timeout, {"TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
 def test_the_data_ships_with_the_example() -> None:
