@@ -31,6 +31,9 @@ class WorkerEnv:
     trial_run_id: int
     allocation_id: str
     work_dir: Path
+    #: The checkpoint to restore, fixed by the master at launch ("": none, so the trial's
+    #: warm start if it has one); None when not set: the trial's latest at start-up.
+    restore_checkpoint: str | None
     extra_plugins: tuple[str, ...]
     distributed: DistributedContext
 
@@ -67,6 +70,7 @@ class WorkerEnv:
             trial_run_id=integer("DETLITE_TRIAL_RUN_ID", "0"),
             allocation_id=need("DETLITE_ALLOCATION_ID"),
             work_dir=Path(work_dir).resolve(),
+            restore_checkpoint=env.get("DETLITE_RESTORE_CHECKPOINT"),
             extra_plugins=plugins,
             distributed=distributed,
         )

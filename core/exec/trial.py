@@ -4,17 +4,19 @@ The master launches a trial's worker group through its resource manager with thi
 environment (the resource manager adds the rank variables of ``DistributedContext.from_env``:
 ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``...):
 
-=========================  ==================================================================
-``DETLITE_MASTER``         the master's URL
-``DETLITE_TOKEN``          a token of the experiment's owner
-``DETLITE_TRIAL_ID``       the trial; ``DETLITE_EXPERIMENT_ID`` its experiment
-``DETLITE_TRIAL_RUN_ID``   the trial's restart count at launch (metrics carry it); default 0
-``DETLITE_ALLOCATION_ID``  this launch; the master refuses (409) a stale one
-``DETLITE_WORK_DIR``       a directory of this launch: ``context/`` and ``checkpoints/``
-``DETLITE_EXTRA_PLUGINS``  optional: plugin objects to register beside the installed ones,
-                           comma-separated ``module:Attribute`` refs (tests name
-                           ``detlite.testing:FakeFrameworkPlugin``)
-=========================  ==================================================================
+==============================  ==========================================================
+``DETLITE_MASTER``              the master's URL
+``DETLITE_TOKEN``               a token of the experiment's owner
+``DETLITE_TRIAL_ID``            the trial; ``DETLITE_EXPERIMENT_ID`` its experiment
+``DETLITE_TRIAL_RUN_ID``        the trial's restart count at launch (metrics carry it); default 0
+``DETLITE_ALLOCATION_ID``       this launch; the master refuses (409) a stale one
+``DETLITE_WORK_DIR``            a directory of this launch: ``context/`` and ``checkpoints/``
+``DETLITE_RESTORE_CHECKPOINT``  the trial's latest COMPLETED checkpoint at launch, or empty
+                                (none); unset, each rank asks for the latest when it starts
+``DETLITE_EXTRA_PLUGINS``       optional: plugin objects to register beside the installed ones,
+                                comma-separated ``module:Attribute`` refs (tests name
+                                ``detlite.testing:FakeFrameworkPlugin``)
+==============================  ==========================================================
 
 What a worker does, in order:
 
@@ -26,8 +28,9 @@ What a worker does, in order:
    ``DETLITE_IN_TRIAL_WORKER=1``: ``create()`` then calls ``hand_over(trial_def)``, which
    records the class and stops the script (``StopLoadingImplementation``).
 3. Build the trial (``detlite.harness.build_trial``) and restore it from the trial's latest
-   COMPLETED checkpoint, else from its warm-start checkpoint (a PBT clone continues from its
-   parent's batches, as the searcher's lengths expect).
+   COMPLETED checkpoint at launch (``DETLITE_RESTORE_CHECKPOINT``: a rank that starts late
+   does not pick up one its group saved since), else from its warm-start checkpoint (a PBT
+   clone continues from its parent's batches, as the searcher's lengths expect).
 4. Loop on ``GET /api/v1/trials/{id}/searcher/operation?allocationId=&after=``:
    ``VALIDATE_AFTER`` trains to the length and validates (``TrialRunner.train_to``) and the
    chief posts ``completed_operation`` with the searcher metric; ``WAIT`` polls again
@@ -181,14 +184,20 @@ class TrialWorker:
         return Path(checkpoint.download(dest))
 
     def _restore_from(self, trial: Mapping[str, Any]) -> Path | None:
-        """The checkpoint this run starts from: the trial's latest, else its warm start."""
-        answer = self.client.get(
-            f"/api/v1/trials/{self.env.trial_id}/checkpoints",
-            {"sort_by": "BATCH_NUMBER", "order_by": "DESC", "states": "COMPLETED", "limit": 1},
-        )
-        found = answer.get("checkpoints") or []
-        if found:
-            return self._download(found[0], "the trial's latest")
+        """The checkpoint this run starts from: the trial's latest when the group was
+        launched (``DETLITE_RESTORE_CHECKPOINT``; every rank the same), else its warm start."""
+        fixed = self.env.restore_checkpoint
+        if fixed:
+            data = self.client.get(f"/api/v1/checkpoints/{fixed}")["checkpoint"]
+            return self._download(data, "the trial's latest")
+        if fixed is None:  # launched by hand, not by the master: the latest there is now
+            answer = self.client.get(
+                f"/api/v1/trials/{self.env.trial_id}/checkpoints",
+                {"sort_by": "BATCH_NUMBER", "order_by": "DESC", "states": "COMPLETED", "limit": 1},
+            )
+            found = answer.get("checkpoints") or []
+            if found:
+                return self._download(found[0], "the trial's latest")
         warm = trial.get("warmStartCheckpointUuid")
         if warm:
             data = self.client.get(f"/api/v1/checkpoints/{warm}")["checkpoint"]

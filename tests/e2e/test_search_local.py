@@ -7,6 +7,8 @@ the master recorded: trial states, metrics and checkpoints.
 
 - adaptive ASHA and random search run to COMPLETED side by side;
 - PBT's clone of the best member starts from that member's checkpoint (a warm start);
+- a rank that starts late restores the checkpoint its group was launched with, not one its
+  chief saved meanwhile;
 - a SIGKILLed worker is relaunched from its latest checkpoint and ends with exactly the
   metrics of an uninterrupted twin (same experiment seed); pause, activate and kill work on
   running workers;
@@ -18,6 +20,7 @@ the master recorded: trial states, metrics and checkpoints.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -42,12 +45,20 @@ from detlite.testing.fake import linear_config
 from tests.master.conftest import LiveMaster, serve_in_thread
 
 MODEL_DEF = b"""
+import logging
 import time
 
 from detlite.testing import LinearTrial
 
 
 class SlowTrial(LinearTrial):
+    def __init__(self, context):
+        late = float(context.get_hparams().get("late_rank_s", 0))
+        if late and context.distributed.get_rank() > 0:
+            time.sleep(late)
+            logging.getLogger("model_def").info("a late rank is built")
+        super().__init__(context)
+
     def train_batch(self, batch, epoch_idx, batch_idx):
         time.sleep(float(self.context.get_hparams().get("sleep", 0)))
         return super().train_batch(batch, epoch_idx, batch_idx)
@@ -196,6 +207,38 @@ def test_pbt_clones_start_from_their_parents_checkpoints(tmp_path: Path) -> None
         # The clone went on from the parent's 3 batches for one more round of 3.
         assert [steps for steps, _ in metrics(api, clone["id"], "validation")] == [6]
         assert all(t["state"] == "STATE_COMPLETED" for t in found)
+
+
+def test_a_late_rank_starts_where_its_group_started(tmp_path: Path) -> None:
+    # Rank 1 is built 3 s late; by then rank 0 has saved a checkpoint (every 2 batches).
+    # Restoring it, rank 1 would train from there while rank 0 trained from 0: in a
+    # framework whose ranks all-reduce, a hang; with two trials of ASHA, a rank left
+    # waiting for an operation its chief never completes.
+    single = {"name": "single", "max_length": {"batches": 8}}
+    hparams = {**linear_config()["hyperparameters"], "sleep": 0.05, "late_rank_s": 3}
+    body = config(
+        tmp_path,
+        single,
+        hyperparameters=hparams,
+        resources={"slots_per_trial": 2},
+        min_checkpoint_period={"batches": 2},
+    )
+    with local_master(tmp_path) as (_, api):
+        exp_id = create(api, body)
+        wait_for("the run to end", lambda: exp_state(api, exp_id) in ENDED)
+        (trial,) = trials_of(api, exp_id)
+        entries = api.get(f"/api/v1/trials/{trial['id']}/logs").json()["logs"]
+        assert exp_state(api, exp_id) == "STATE_COMPLETED", entries
+        checkpoints = completed_checkpoints(api, trial["id"])
+        late = [e for e in entries if "a late rank is built" in e["message"]]
+        # The race was on: a checkpoint was complete before rank 1 was built.
+        first_saved = min(_when(c["endTime"]) for c in checkpoints)
+        assert late and first_saved < _when(late[0]["timestamp"])
+        assert not [e for e in entries if "restoring" in e["message"]], entries
+
+
+def _when(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _pids(live: LiveMaster, trial_id: int) -> list[int]:

@@ -71,6 +71,11 @@ def test_worker_env(tmp_path: Path) -> None:
     assert parsed.extra_plugins == ("detlite.testing:FakeFrameworkPlugin", "x:y")
     assert (parsed.distributed.rank, parsed.distributed.size) == (1, 2)
     assert parsed.work_dir == tmp_path.resolve()
+    # Unset: the worker asks for the trial's latest checkpoint; set (even empty): fixed.
+    assert parsed.restore_checkpoint is None
+    assert WorkerEnv.from_env({**env, "DETLITE_RESTORE_CHECKPOINT": ""}).restore_checkpoint == ""
+    fixed = WorkerEnv.from_env({**env, "DETLITE_RESTORE_CHECKPOINT": "c-9"})
+    assert fixed.restore_checkpoint == "c-9"
     with pytest.raises(worker.UsageError, match="DETLITE_TOKEN is not set"):
         WorkerEnv.from_env({**env, "DETLITE_TOKEN": ""})
     with pytest.raises(worker.UsageError, match="DETLITE_TRIAL_RUN_ID must be an integer"):

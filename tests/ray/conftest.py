@@ -24,10 +24,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray")
-
-from detlite.launch import free_port
-
+# Before Ray is imported: it reads them once, at import. Without the first, a driver asked
+# for 127.0.0.1 connects to this host's outward address instead, where the head, bound to
+# loopback, never answers.
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
@@ -35,6 +34,10 @@ RAY_ENV = {
 }
 for _name, _value in RAY_ENV.items():
     os.environ.setdefault(_name, _value)
+
+pytest.importorskip("ray")
+
+from detlite.launch import free_port  # noqa: E402
 
 HEAD_CPUS = 4
 _START_TIMEOUT_S = 90.0

@@ -70,10 +70,16 @@ def wait_ended(api: httpx.Client, exp_id: int) -> None:
     try:
         wait_for("the experiment to end", lambda: exp_state(api, exp_id) in ENDED, timeout=300)
     except AssertionError:
-        trials = [(t["id"], t["state"], t["restarts"]) for t in trials_of(api, exp_id)]
+        found = trials_of(api, exp_id)
+        trials = [(t["id"], t["state"], t["restarts"]) for t in found]
         free = ray.available_resources()
-        message = f"experiment {exp_id} did not end: {trials}; Ray has free: {free}"
-        raise AssertionError(message) from None
+        lines = [f"experiment {exp_id} did not end: {trials}; Ray has free: {free}"]
+        for trial in found:
+            if trial["state"] not in ENDED:
+                logs = api.get(f"/api/v1/trials/{trial['id']}/logs").json()
+                tail = [str(entry) for entry in _log_entries(logs)][-40:]
+                lines += [f"trial {trial['id']}'s last log lines:", *tail]
+        raise AssertionError("\n".join(lines)) from None
 
 
 def _assert_placed_by_ray(trial: dict[str, Any], ranks: int) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "checkpoints_wire",
     "finish_checkpoint",
     "get_checkpoint",
+    "latest_completed",
     "link_validation",
     "list_checkpoints",
     "record_checkpoint",
@@ -88,6 +89,18 @@ def get_checkpoint(db: Session, uuid: str) -> Checkpoint:
     if row is None:
         raise NotFound(f"checkpoint {uuid!r} not found")
     return row
+
+
+def latest_completed(db: Session, trial_id: int) -> str | None:
+    """The uuid of the trial's COMPLETED checkpoint with the most batches (the newest of
+    equals), which a relaunch of the trial restores and a PBT clone warm-starts from."""
+    uuid: str | None = db.scalar(
+        sa.select(Checkpoint.uuid)
+        .where(Checkpoint.trial_id == trial_id, Checkpoint.state == CheckpointState.COMPLETED)
+        .order_by(Checkpoint.batches_trained.desc(), Checkpoint.end_time.desc())
+        .limit(1)
+    )
+    return uuid
 
 
 def validation_metrics_of(validation: ValidationMetrics) -> dict[str, Any]:

@@ -37,10 +37,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from detlite.api.enums import CheckpointState, ExperimentState
+from detlite.api.enums import ExperimentState
 from detlite.config import ExperimentConfig
 from detlite.config.length import Length
-from detlite.master.orm import Checkpoint, Experiment, Trial
+from detlite.master.orm import Experiment, Trial
+from detlite.master.queries import checkpoints as checkpoint_queries
 from detlite.master.queries import experiments as experiment_queries
 from detlite.master.queries import trials as trial_queries
 from detlite.plugins import get_plugins
@@ -176,15 +177,7 @@ class Driver:
         if op.checkpoint_from is not None:
             source = self._trial(op.checkpoint_from)
             if source is not None:
-                warm_start = self.db.scalar(
-                    sa.select(Checkpoint.uuid)
-                    .where(
-                        Checkpoint.trial_id == source.id,
-                        Checkpoint.state == CheckpointState.COMPLETED,
-                    )
-                    .order_by(Checkpoint.batches_trained.desc(), Checkpoint.end_time.desc())
-                    .limit(1)
-                )
+                warm_start = checkpoint_queries.latest_completed(self.db, source.id)
         seed = trial_seed(self.config.experiment_seed or 0, op.request_id)
         trial = trial_queries.create_trial(
             self.db,

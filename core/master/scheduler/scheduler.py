@@ -62,6 +62,7 @@ from detlite.errors import APIError, Conflict, DetliteError, PluginError
 from detlite.interfaces import ResourceManager, WorkerSpec
 from detlite.master import gc
 from detlite.master.orm import Experiment, Trial, TrialLog, User, utcnow
+from detlite.master.queries import checkpoints as checkpoint_queries
 from detlite.master.queries import experiments as experiment_queries
 from detlite.master.queries import trials as trial_queries
 from detlite.master.queries import users as user_queries
@@ -563,6 +564,9 @@ class Scheduler:
             "DETLITE_TRIAL_RUN_ID": str(trial.restarts),
             "DETLITE_ALLOCATION_ID": allocation_id,
             "DETLITE_WORK_DIR": str(work_dir),
+            # Fixed now, for every rank: a rank that starts late must not restore a
+            # checkpoint its group saved meanwhile (it would run ahead of the others).
+            "DETLITE_RESTORE_CHECKPOINT": checkpoint_queries.latest_completed(db, trial.id) or "",
         }
         resources = self.config(experiment).resources
         spec = WorkerSpec(
