@@ -31,8 +31,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from detlite.api.enums import CheckpointState
-from detlite.errors import APIError, Conflict, CorruptCheckpoint, Forbidden, NotFound
+from detlite.errors import APIError, Conflict, CorruptCheckpoint, NotFound
 from detlite.master.orm import Checkpoint, Experiment, Trial, User, ValidationMetrics, utcnow
+from detlite.master.queries.users import require_owner_or_admin
 from detlite.master.schemas import checkpoints as schemas
 from detlite.master.schemas.common import OrderBy, Pagination, paginate
 from detlite.storage._files import check_relpath
@@ -252,11 +253,7 @@ def list_checkpoints(
 
 def require_owner(user: User, experiment: Experiment, action: str) -> None:
     """Forbidden unless ``user`` owns ``experiment`` or is an admin."""
-    if not user.admin and experiment.owner_id != user.id:
-        raise Forbidden(
-            f"user {user.username!r} may not {action}: experiment {experiment.id} belongs to "
-            "another user (only its owner or an admin may)"
-        )
+    require_owner_or_admin(user, experiment.owner_id, action, f"experiment {experiment.id}")
 
 
 def set_metadata(db: Session, row: Checkpoint, metadata: Mapping[str, Any]) -> None:

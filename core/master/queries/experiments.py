@@ -43,8 +43,9 @@ from sqlalchemy.orm import Session
 
 from detlite.api.enums import ExperimentState
 from detlite.config import ExperimentConfig
-from detlite.errors import Conflict, Forbidden, NotFound
+from detlite.errors import Conflict, NotFound
 from detlite.master.orm import Checkpoint, Experiment, Model, ModelVersion, Trial, User, utcnow
+from detlite.master.queries.users import require_owner_or_admin
 from detlite.master.schemas import experiments as schemas
 from detlite.master.schemas.common import OrderBy, Pagination, paginate
 
@@ -111,11 +112,7 @@ def get_experiment(db: Session, experiment_id: int) -> Experiment:
 
 def require_owner(user: User, experiment: Experiment, action: str) -> None:
     """Forbidden unless ``user`` owns ``experiment`` or is an admin."""
-    if not user.admin and experiment.owner_id != user.id:
-        raise Forbidden(
-            f"user {user.username!r} may not {action} experiment {experiment.id}: it belongs "
-            "to another user (only its owner or an admin may)"
-        )
+    require_owner_or_admin(user, experiment.owner_id, f"{action} experiment {experiment.id}", "it")
 
 
 # -- creating and reading ---------------------------------------------------------------------

@@ -30,9 +30,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from detlite.api.enums import CheckpointState
-from detlite.errors import Conflict, Forbidden, NotFound
+from detlite.errors import Conflict, NotFound
 from detlite.master.orm import Checkpoint, Model, ModelVersion, User, utcnow
 from detlite.master.queries.checkpoints import checkpoint_wire
+from detlite.master.queries.users import require_owner_or_admin
 from detlite.master.schemas import models as wire
 from detlite.master.schemas.common import OrderBy, Pagination, paginate
 
@@ -92,12 +93,7 @@ def require_model(db: Session, name: str) -> Model:
 
 def check_can_modify(user: User, model: Model) -> None:
     """Forbidden unless ``user`` owns ``model`` or is an admin."""
-    if user.admin or (model.owner_id is not None and model.owner_id == user.id):
-        return
-    raise Forbidden(
-        f"user {user.username!r} may not change model {model.name!r}: "
-        "only its owner or an admin may"
-    )
+    require_owner_or_admin(user, model.owner_id, f"change model {model.name!r}", "it")
 
 
 def create_model(

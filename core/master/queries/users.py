@@ -18,11 +18,24 @@ __all__ = [
     "get_user",
     "issue_token",
     "list_users",
+    "require_owner_or_admin",
     "require_user",
     "revoke_tokens",
     "set_password",
     "update_flags",
 ]
+
+
+def require_owner_or_admin(user: User, owner_id: int | None, action: str, whose: str) -> None:
+    """Forbidden unless ``user`` is the owner (``owner_id``; None: nobody) or an admin: the
+    one rule for changing experiments, their trials and checkpoints, and models. ``action``
+    says what was refused (``delete experiment 3``), ``whose`` what is owned (``it``)."""
+    if user.admin or (owner_id is not None and owner_id == user.id):
+        return
+    raise Forbidden(
+        f"user {user.username!r} may not {action}: {whose} belongs to another user "
+        "(only its owner or an admin may)"
+    )
 
 
 def get_user(db: Session, username: str) -> User | None:
