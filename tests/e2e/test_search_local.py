@@ -46,16 +46,30 @@ from tests.master.conftest import LiveMaster, serve_in_thread
 
 MODEL_DEF = b"""
 import logging
+import os
 import time
+
+import httpx
 
 from detlite.testing import LinearTrial
 
 
+def wait_for_a_checkpoint():
+    # As the worker does: the master's URL, a token and the trial from the environment.
+    url = f"{os.environ['DETLITE_MASTER']}/api/v1/trials/{os.environ['DETLITE_TRIAL_ID']}"
+    headers = {"Authorization": f"Bearer {os.environ['DETLITE_TOKEN']}"}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = httpx.get(f"{url}/checkpoints", headers=headers).json()["checkpoints"]
+        if any(c["state"] == "STATE_COMPLETED" for c in found):
+            return
+        time.sleep(0.1)
+
+
 class SlowTrial(LinearTrial):
     def __init__(self, context):
-        late = float(context.get_hparams().get("late_rank_s", 0))
-        if late and context.distributed.get_rank() > 0:
-            time.sleep(late)
+        if context.get_hparams().get("late_rank") and context.distributed.get_rank() > 0:
+            wait_for_a_checkpoint()
             logging.getLogger("model_def").info("a late rank is built")
         super().__init__(context)
 
@@ -210,12 +224,12 @@ def test_pbt_clones_start_from_their_parents_checkpoints(tmp_path: Path) -> None
 
 
 def test_a_late_rank_starts_where_its_group_started(tmp_path: Path) -> None:
-    # Rank 1 is built 3 s late; by then rank 0 has saved a checkpoint (every 2 batches).
+    # Rank 1 is built once rank 0 has saved a checkpoint (every 2 batches).
     # Restoring it, rank 1 would train from there while rank 0 trained from 0: in a
     # framework whose ranks all-reduce, a hang; with two trials of ASHA, a rank left
     # waiting for an operation its chief never completes.
     single = {"name": "single", "max_length": {"batches": 8}}
-    hparams = {**linear_config()["hyperparameters"], "sleep": 0.05, "late_rank_s": 3}
+    hparams = {**linear_config()["hyperparameters"], "sleep": 0.05, "late_rank": True}
     body = config(
         tmp_path,
         single,
