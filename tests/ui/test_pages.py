@@ -3,7 +3,8 @@
 A random search of three trials has run on ``searched_master`` before these tests; each test
 opens a page, compares what it shows with the API's answers (numbers, rows, chart series),
 and saves a screenshot of the page. One test registers a model version from a checkpoint
-through the page; another watches a trial page follow a running trial without a reload.
+through the page; another watches a trial page follow a running trial without a reload;
+the last pages through a list of 57 experiments.
 """
 
 from __future__ import annotations
@@ -293,3 +294,38 @@ def test_a_running_trial_updates_without_a_reload(
         page.wait_for_selector(".subtitle [data-state=COMPLETED]")
         wait_for("the page to stop polling", lambda: not page.is_visible(".live"), timeout=30)
         shot(page, screenshots, "trial-live")
+
+
+def test_the_experiment_list_pages(page: Any, tmp_path: Path, screenshots: Path) -> None:
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'master.db'}",
+        storage_path=tmp_path / "checkpoints",
+        port=0,
+        scheduler=False,
+    )
+    with live_master(settings) as live, live.client(live.login("determined")) as api:
+        newest_first = [int(post_experiment(api)["experiment"]["id"]) for _ in range(57)][::-1]
+        login(page, live.url)
+
+        def shows(page_range: str, ids: list[int]) -> None:
+            page.wait_for_selector(f"[data-testid=page-range]:text-is('{page_range}')")
+            assert [int(i) for i in rows(page, "experiments")] == ids
+
+        shows("1-50 of 57 · page 1 of 2", newest_first[:50])  # 50 a page by default
+        assert page.is_disabled("[data-testid=page-previous]")
+        page.click("[data-testid=page-next]")
+        shows("51-57 of 57 · page 2 of 2", newest_first[50:])
+        assert page.is_disabled("[data-testid=page-next]")
+        page.select_option("[data-testid=page-size]", "25")
+        shows("1-25 of 57 · page 1 of 3", newest_first[:25])
+        page.click("[data-testid=page-next]")
+        shows("26-50 of 57 · page 2 of 3", newest_first[25:50])
+        shot(page, screenshots, "experiments-paged")
+
+        # A new sort order starts again at the first page: oldest first.
+        page.click("th[data-sort=SORT_BY_ID]")
+        shows("1-25 of 57 · page 1 of 3", newest_first[::-1][:25])
+        # A filter that fits on one page hides the pager.
+        page.fill("[data-testid=filter-name]", "no such experiment")
+        page.wait_for_selector("[data-testid=experiments]:has-text('No experiments match')")
+        assert not page.is_visible("[data-testid=pager]")
