@@ -14,14 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from detlite.api import Session
 from detlite.checkpoint import save_checkpoint
-from detlite.config.storage import SharedFSStorageConfig
 from detlite.errors import CorruptCheckpoint
 from detlite.experimental import Determined
-from detlite.storage import SharedFSStorage
 from tests.master.conftest import LiveMaster, live_master, make_settings
-from tests.master.factories import experiment_config, make_experiment, make_trial, make_validation
+from tests.master.reported import flip_a_byte, report_saved_checkpoint
 from tests.pytorch.trials import MLPTrial, build
 
 UUID = "0d7c4f6e-1111-4a2b-9c3d-00000000a001"
@@ -38,37 +35,17 @@ def test_a_reported_torch_checkpoint_loads_as_the_trained_module(
 ) -> None:
     storage = tmp_path / "shared"
     storage.mkdir()
-    with master.db() as db:
-        config = experiment_config(storage)
-        config["searcher"]["metric"] = "validation_loss"
-        exp = make_experiment(db, config=config)
-        trial = make_trial(db, exp)
-        make_validation(db, trial, 4, {"validation_loss": 0.5})
-        exp_id = exp.id
-
     built = build()
     built.controller.train(4)
     trained = built.trial
     assert isinstance(trained, MLPTrial)
     save_checkpoint(built.controller, built.adapter, tmp_path / "saved")
-    backend = SharedFSStorage(SharedFSStorageConfig(type="shared_fs", host_path=str(storage)))
-    records = backend.upload(tmp_path / "saved", UUID)
     saved = (tmp_path / "saved" / "metadata.json").read_text()
-    with Session(master.url, token=master.login("determined")) as worker:
-        worker.post(
-            "/api/v1/checkpoints",
-            json={
-                "uuid": UUID,
-                "trialId": trial.id,
-                "batchNumber": 4,
-                "state": "COMPLETED",
-                "files": {k: {"size": v.size, "sha256": v.sha256} for k, v in records.items()},
-                "framework": f"torch-{torch.__version__.split('+')[0]}",
-                "format": "torch-state-dict",
-                "detliteVersion": "0.1.0",
-            },
-        )
     assert '"torch-state-dict"' in saved
+    framework = f"torch-{torch.__version__.split('+')[0]}"
+    exp_id, _ = report_saved_checkpoint(
+        master, tmp_path / "saved", storage, UUID, framework=framework, format="torch-state-dict"
+    )
 
     monkeypatch.chdir(tmp_path)
     with Determined(master.url) as d:
@@ -83,10 +60,7 @@ def test_a_reported_torch_checkpoint_loads_as_the_trained_module(
         assert (tmp_path / "checkpoints" / UUID / "state_dict.pth").is_file()
 
         # A flipped byte in storage is caught by name before torch reads anything.
-        blob = storage / UUID / "state_dict.pth"
-        data = bytearray(blob.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        blob.write_bytes(bytes(data))
+        flip_a_byte(storage / UUID / "state_dict.pth")
         with pytest.raises(CorruptCheckpoint, match=r"state_dict\.pth"):
             d.get_checkpoint(UUID).load(tmp_path / "fresh", map_location="cpu")
         assert not (tmp_path / "fresh" / "metadata.json").exists()

@@ -17,14 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detlite.api import Session
 from detlite.checkpoint import save_checkpoint
-from detlite.config.storage import SharedFSStorageConfig
 from detlite.errors import CheckpointError, CorruptCheckpoint
 from detlite.experimental import Determined
-from detlite.storage import SharedFSStorage
 from tests.master.conftest import LiveMaster, live_master, make_settings
-from tests.master.factories import experiment_config, make_experiment, make_trial, make_validation
+from tests.master.reported import flip_a_byte, report_saved_checkpoint
 from tests.tensorflow.trials import build, make_arrays
 
 UUID = "0d7c4f6e-2222-4a2b-9c3d-00000000b001"
@@ -41,36 +38,20 @@ def test_a_reported_tf_checkpoint_loads_with_tags(
 ) -> None:
     storage = tmp_path / "shared"
     storage.mkdir()
-    with master.db() as db:
-        config = experiment_config(storage)
-        config["searcher"]["metric"] = "validation_loss"
-        exp = make_experiment(db, config=config)
-        trial = make_trial(db, exp)
-        make_validation(db, trial, 4, {"validation_loss": 0.5})
-        exp_id = exp.id
-
     built = build()
     built.controller.train(4)
     metadata = save_checkpoint(built.controller, built.adapter, tmp_path / "saved")
     assert metadata["format"] == "saved_model"
     assert metadata["framework"] == f"tensorflow-{tf.__version__}"
-    backend = SharedFSStorage(SharedFSStorageConfig(type="shared_fs", host_path=str(storage)))
-    records = backend.upload(tmp_path / "saved", UUID)
+    exp_id, records = report_saved_checkpoint(
+        master,
+        tmp_path / "saved",
+        storage,
+        UUID,
+        framework=metadata["framework"],
+        format="saved_model",
+    )
     assert "saved_model/saved_model.pb" in records
-    with Session(master.url, token=master.login("determined")) as worker:
-        worker.post(
-            "/api/v1/checkpoints",
-            json={
-                "uuid": UUID,
-                "trialId": trial.id,
-                "batchNumber": 4,
-                "state": "COMPLETED",
-                "files": {k: {"size": v.size, "sha256": v.sha256} for k, v in records.items()},
-                "framework": metadata["framework"],
-                "format": "saved_model",
-                "detliteVersion": "0.1.0",
-            },
-        )
 
     x, _ = make_arrays(5, offset=20_000)
     expected = np.asarray(built.context.model(x, training=False))  # type: ignore[attr-defined]
@@ -89,10 +70,7 @@ def test_a_reported_tf_checkpoint_loads_with_tags(
             best.load(tags=["train"])
 
         # A flipped byte in storage is caught by name before TensorFlow reads anything.
-        blob = storage / UUID / "saved_model" / "saved_model.pb"
-        data = bytearray(blob.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        blob.write_bytes(bytes(data))
+        flip_a_byte(storage / UUID / "saved_model" / "saved_model.pb")
         with pytest.raises(CorruptCheckpoint, match=r"saved_model\.pb"):
             d.get_checkpoint(UUID).load(tmp_path / "fresh", tags=["serve"])
         assert not (tmp_path / "fresh" / "metadata.json").exists()
