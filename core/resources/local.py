@@ -16,11 +16,13 @@ group), so that stopping it reaches what it started (data loader workers). stdou
 stderr go to ``<work_dir>/<handle>/rank<N>.out`` and ``.err``.
 
 ``poll`` is None while any process of the group runs. When one exits nonzero, the other
-processes are killed and its code is the group's (negative: killed by that signal); when
-all exit 0 the group's code is 0. Either way the slots are free again once ``poll`` has
-returned a code, and each group's stragglers (grandchildren) are killed then. The leaders'
-pids are exposed (``pids``) so that a master can record them and stop orphans after a
-crash of its own (``kill_process_groups``).
+processes are killed and its code is the group's (negative: killed by that signal); when all
+exit 0 the group's code is 0. A rank still running ``straggler_grace`` seconds (60) after
+rank 0 exited 0 is stuck: it is killed, and ``-SIGKILL`` is the group's code, with that rank
+as ``failed_rank`` (``detlite.resources.stragglers``). Either way the slots are free again
+once ``poll`` has returned a code, and whatever the group's processes started
+(grandchildren) is killed then. The leaders' pids are exposed (``pids``) so that a master
+can record them and stop orphans after a crash of its own (``kill_process_groups``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import Any
 from detlite.errors import DetliteError
 from detlite.interfaces import ResourceManager, WorkerSpec
 from detlite.launch import free_port
+from detlite.resources.stragglers import DEFAULT_GRACE_S, ChiefWatch, straggler_note
 
 __all__ = [
     "InsufficientSlots",
@@ -120,6 +123,7 @@ class _Group:
     slots: list[int]
     procs: list[subprocess.Popen[bytes]]
     log_dir: Path
+    watch: ChiefWatch
     exit_code: int | None = None
     failed_rank: int | None = None
 
@@ -131,7 +135,8 @@ class LocalResourceManager(ResourceManager):
     slots. With GPUs, ``slots`` at most their number uses the first ``slots`` GPUs; more
     than that runs CPU slots. ``gpus`` overrides detection (``[]``: CPU slots only).
     ``work_dir``: where each group's log directory goes; by default a temporary directory
-    that ``close`` removes (a given one is kept).
+    that ``close`` removes (a given one is kept). ``straggler_grace``: seconds a rank may
+    run on after rank 0 exited 0 (``detlite.resources.stragglers``).
     """
 
     type = "local"
@@ -142,9 +147,12 @@ class LocalResourceManager(ResourceManager):
         work_dir: str | os.PathLike[str] | None = None,
         *,
         gpus: Sequence[str] | None = None,
+        straggler_grace: float = DEFAULT_GRACE_S,
     ) -> None:
         if slots is not None and slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
+        ChiefWatch(straggler_grace)  # checks it
+        self.straggler_grace = straggler_grace
         found = list(detect_gpus() if gpus is None else gpus)
         if slots is None:
             self.gpus = found
@@ -213,7 +221,8 @@ class LocalResourceManager(ResourceManager):
             handle = f"trial{spec.trial_id}-{uuid.uuid4().hex[:10]}"
             log_dir = self.work_dir / handle
             log_dir.mkdir(parents=True)
-            group = _Group(handle=handle, slots=taken, procs=[], log_dir=log_dir)
+            watch = ChiefWatch(self.straggler_grace)
+            group = _Group(handle=handle, slots=taken, procs=[], log_dir=log_dir, watch=watch)
             try:
                 self._start(spec, group)
             except BaseException:
@@ -279,14 +288,20 @@ class LocalResourceManager(ResourceManager):
                 return group.exit_code
             codes = [p.poll() for p in group.procs]
             failed = [(r, c) for r, c in enumerate(codes) if c is not None and c != 0]
+            stuck = None
             if failed:
                 group.failed_rank, group.exit_code = failed[0]
             elif all(c == 0 for c in codes):
                 group.exit_code = 0
+            elif (stuck := group.watch.stuck(codes)) is not None:
+                group.failed_rank, group.exit_code = stuck, -signal.SIGKILL
             else:
                 return None
             # Ended: stop the other ranks and whatever any rank started, free the slots.
             _kill(group.procs)
+            if stuck is not None:
+                logger.warning("%s: rank %d outlived its chief: killed", handle, stuck)
+                straggler_note(group.log_dir, stuck, self.straggler_grace)
             self._free.extend(group.slots)
             return group.exit_code
 

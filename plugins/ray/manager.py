@@ -30,12 +30,13 @@ A launch does not wait for Ray: ``launch`` creates the actors and asks each ``wh
 up torch.distributed among themselves. Until Ray has room, the group just waits.
 
 ``poll`` follows the local manager: None while a rank runs; the first nonzero code ends the
-group (the other ranks are killed); all zero is 0. A rank whose actor died reads as killed
-(``-SIGKILL``). ``terminate`` signals the workers (SIGTERM), or with ``force`` kills the
-actors. Every worker gets the master's ``DETLITE_*`` variables (``DETLITE_EXTRA_PLUGINS``;
-not ``DETLITE_PASSWORD``), under the launch's own. Logs go to
-``<work_dir>/<handle>/rank<N>.out`` and ``.err`` on the rank's node; a failed rank's stderr
-tail is copied to the same path here when that node is another machine.
+group (the other ranks are killed); all zero is 0; a rank still running ``straggler_grace``
+seconds after rank 0 exited 0 is killed as stuck (``-SIGKILL``, that rank failed). A rank
+whose actor died reads as killed (``-SIGKILL``). ``terminate`` signals the workers
+(SIGTERM), or with ``force`` kills the actors. Every worker gets the master's ``DETLITE_*``
+variables (``DETLITE_EXTRA_PLUGINS``; not ``DETLITE_PASSWORD``), under the launch's own.
+Logs go to ``<work_dir>/<handle>/rank<N>.out`` and ``.err`` on the rank's node; a failed
+rank's stderr tail is copied to the same path here when that node is another machine.
 
 Ray ends the actors of a driver that is gone, so the workers of a master that crashed stop
 with it (their actors die, and the guard kills the workers).
@@ -66,6 +67,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from detlite.errors import DetliteError
 from detlite.interfaces import ResourceManager, WorkerSpec
 from detlite.ray._rank import PYTHON, RankActor
+from detlite.resources.stragglers import DEFAULT_GRACE_S, ChiefWatch, straggler_note
 
 __all__ = ["RayConnectionError", "RayResourceManager"]
 
@@ -90,6 +92,7 @@ class _Group:
     log_dir: Path
     actors: list[Any]
     where_refs: list[Any]
+    watch: ChiefWatch
     group: PlacementGroup | None = None
     placement: list[dict[str, Any]] | None = None
     run_refs: list[Any] | None = None
@@ -106,7 +109,8 @@ class RayResourceManager(ResourceManager):
     process already connected to Ray keeps its connection (and ``close`` leaves it open).
     ``slots``: None counts the cluster's GPUs, else its CPUs. ``work_dir``: where the log
     directories go (on each rank's node); by default a temporary directory here.
-    ``namespace``: the Ray namespace of the master's actors.
+    ``namespace``: the Ray namespace of the master's actors. ``straggler_grace``: seconds a
+    rank may run on after rank 0 exited 0 (``detlite.resources.stragglers``).
     """
 
     type = "ray"
@@ -118,9 +122,12 @@ class RayResourceManager(ResourceManager):
         work_dir: str | os.PathLike[str] | None = None,
         *,
         namespace: str = "detlite",
+        straggler_grace: float = DEFAULT_GRACE_S,
     ) -> None:
         if slots is not None and slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
+        ChiefWatch(straggler_grace)  # checks it
+        self.straggler_grace = straggler_grace
         self.address = address
         self._own_ray = not ray.is_initialized()
         if self._own_ray:
@@ -221,6 +228,7 @@ class RayResourceManager(ResourceManager):
                 log_dir=self.work_dir / handle,
                 actors=actors,
                 where_refs=[a.where.remote(rank == 0) for rank, a in enumerate(actors)],
+                watch=ChiefWatch(self.straggler_grace),
                 group=pg,
             )
             self._groups[handle] = group
@@ -248,13 +256,20 @@ class RayResourceManager(ResourceManager):
                 if rank not in group.codes:
                     group.codes[rank] = self._rank_code(group, rank, ref)
             failed = sorted((r, c) for r, c in group.codes.items() if c != 0)
+            codes = [group.codes.get(rank) for rank in range(len(group.run_refs))]
+            stuck = None
             if failed:
                 group.failed_rank, group.exit_code = failed[0]
             elif len(group.codes) == len(group.run_refs):
                 group.exit_code = 0
+            elif (stuck := group.watch.stuck(codes)) is not None:
+                group.failed_rank, group.exit_code = stuck, -signal.SIGKILL
             else:
                 return None
             self._end(group)
+            if stuck is not None:
+                logger.warning("%s: rank %d outlived its chief: killed", handle, stuck)
+                straggler_note(group.log_dir, stuck, self.straggler_grace)
             return group.exit_code
 
     def _start_when_placed(self, group: _Group) -> None:

@@ -27,6 +27,7 @@ from detlite.launch import process_running
 from detlite.master import Settings
 from detlite.master.scheduler.scheduler import Scheduler
 from tests.ray.conftest import HEAD_CPUS, RayHead
+from tests.resources.test_local import CHIEF_LEAVES
 
 ENV_DUMP = """
 import json, os, sys
@@ -196,6 +197,25 @@ def test_terminate_kills_the_workers(ray_rm: Any, tmp_path: Path) -> None:
     assert wait_for("the group to end", lambda: ray_rm.poll(handle)) == -signal.SIGTERM
     assert not any(map(process_running, pids))
     ray_rm.forget(handle)
+
+
+def test_a_rank_that_outlives_its_chief_is_killed_as_stuck(
+    ray_rm: Any, ray_head: RayHead, tmp_path: Path
+) -> None:
+    from detlite.ray.manager import RayResourceManager
+
+    # A second manager on the session's connection, with a short grace.
+    rm = RayResourceManager(address=ray_head.address, work_dir=tmp_path, straggler_grace=0.5)
+    try:
+        handle = rm.launch(spec(CHIEF_LEAVES))
+        assert wait_for("the group to end", lambda: rm.poll(handle)) == -signal.SIGKILL
+        assert rm.failed_rank(handle) == 1
+        err = (rm.log_dir(handle) / "rank1.err").read_text()
+        assert err.startswith("waiting for the chief\n")
+        assert "rank 1 was still running 0.5 s after rank 0 (its chief) had exited 0" in err
+        rm.forget(handle)
+    finally:
+        rm.close()
 
 
 def test_a_killed_ray_worker_process_takes_its_worker_along(ray_rm: Any, tmp_path: Path) -> None:

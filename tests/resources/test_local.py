@@ -21,6 +21,7 @@ from detlite.resources.local import (
     detect_gpus,
     kill_process_groups,
 )
+from detlite.resources.stragglers import ChiefWatch
 
 ENV_KEYS = [
     "RANK",
@@ -177,6 +178,50 @@ def test_one_failing_rank_kills_the_group(rm: LocalResourceManager, tmp_path: Pa
     assert not any(process_running(pid) for pid in rm.pids(handle))
     wait_for(lambda: not process_running(grandchild))
     assert rm.free_slots() == 3
+
+
+# Rank 0 (the chief) ends at once; the others write a line and sleep for two minutes.
+CHIEF_LEAVES = (
+    "import os, sys, time\n"
+    "if os.environ['RANK'] == '0':\n"
+    "    sys.exit(0)\n"
+    "sys.stderr.write('waiting for the chief\\n'); sys.stderr.flush()\n"
+    "time.sleep(120)\n"
+)
+# The other way round: rank 1 ends at once, the chief works on for 1.5 s (an upload).
+CHIEF_LAST = "import os, sys, time\nif os.environ['RANK'] == '0':\n    time.sleep(1.5)\n"
+
+
+def test_a_rank_that_outlives_its_chief_is_killed_as_stuck(tmp_path: Path) -> None:
+    with LocalResourceManager(slots=3, work_dir=tmp_path, gpus=[], straggler_grace=0.5) as rm:
+        handle = rm.launch(spec(CHIEF_LEAVES, slots=3))
+        assert finish(rm, handle) == -signal.SIGKILL
+        assert rm.failed_rank(handle) == 1  # the first rank still running
+        assert not any(process_running(pid) for pid in rm.pids(handle))
+        err = (rm.log_dir(handle) / "rank1.err").read_text()
+        assert err.startswith("waiting for the chief\n")
+        assert "rank 1 was still running 0.5 s after rank 0 (its chief) had exited 0" in err
+        assert rm.free_slots() == 3
+
+        # Ranks that end before their chief are no stragglers: the group ends with 0.
+        handle = rm.launch(spec(CHIEF_LAST, slots=2))
+        assert finish(rm, handle) == 0 and rm.failed_rank(handle) is None
+
+
+def test_chief_watch() -> None:
+    watch = ChiefWatch(grace=0.2)
+    assert watch.stuck([None, None]) is None  # all running
+    assert watch.stuck([None, 0]) is None  # rank 1 done first: the chief may be uploading
+    assert watch.stuck([0, None, None]) is None  # the clock starts
+    time.sleep(0.25)
+    assert watch.stuck([0, None, None]) == 1
+    assert watch.stuck([0, 0, None]) == 2
+    assert watch.stuck([0, 0, 0]) is None  # all done: nothing stuck
+    assert ChiefWatch(grace=0.2).stuck([3, None]) is None  # a failed chief ends groups anyway
+    with pytest.raises(ValueError, match="must be > 0 s, got 0"):
+        ChiefWatch(grace=0)
+    with pytest.raises(ValueError, match="must be > 0 s"):
+        LocalResourceManager(slots=1, gpus=[], straggler_grace=-1)
 
 
 def test_terminate_reaches_the_process_group(rm: LocalResourceManager, tmp_path: Path) -> None:
