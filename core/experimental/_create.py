@@ -297,6 +297,19 @@ def _poll(session: Session, experiment_id: int) -> tuple[dict[str, Any], list[di
     return exp, list(trials["trials"])
 
 
+def _validations_after(session: Session, trial_id: int, batches: int) -> list[dict[str, Any]]:
+    """The trial's validations after ``batches``, by batch (the last run's, after restarts)."""
+    rows = session.get(
+        f"/api/v1/trials/{trial_id}/metrics", params={"kind": "validation", "limit": 0}
+    )["metrics"]
+    newest: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        steps = int(row["stepsCompleted"])
+        if steps > batches:
+            newest[steps] = row
+    return [newest[steps] for steps in sorted(newest)]
+
+
 def _values_text(values: Mapping[str, Any], *, sort: bool = False) -> str:
     items = sorted(values.items()) if sort else list(values.items())
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
@@ -343,13 +356,16 @@ def _follow_loop(
                 )
             latest = trial.get("latestValidation")
             if latest and int(latest["stepsCompleted"]) > seen_steps[tid]:
-                seen_steps[tid] = int(latest["stepsCompleted"])
-                print(
-                    f"Trial {tid} validated after {seen_steps[tid]} batches: "
-                    f"{_metric_text(latest)}",
-                    file=out,
-                    flush=True,
-                )
+                # Every validation since the last poll, not just the latest: a fast trial
+                # validates several times between two polls.
+                for row in _validations_after(session, tid, seen_steps[tid]):
+                    seen_steps[tid] = int(row["stepsCompleted"])
+                    print(
+                        f"Trial {tid} validated after {seen_steps[tid]} batches: "
+                        f"{_metric_text(row)}",
+                        file=out,
+                        flush=True,
+                    )
             state = _state(trial["state"])
             if state.terminal and tid not in ended:
                 ended.add(tid)

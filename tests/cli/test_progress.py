@@ -222,3 +222,25 @@ def test_local_create_follow_shows_batches_per_trial(
     out = capsys.readouterr().out
     assert f"Trial {done_id} COMPLETED after 10 batches" in out
     assert f"Experiment {exp_id} COMPLETED" in out and "[####" not in out
+
+
+def test_local_create_follow_prints_every_validation(master: LiveMaster) -> None:
+    """Validations that land between two polls (a fast trial) are each printed, in order."""
+    from detlite.api import login_session
+    from detlite.experimental._create import _follow_experiment
+
+    with master.db() as db:
+        exp = make_experiment(db, state=S.COMPLETED)
+        trial = make_trial(db, exp, state=S.COMPLETED, batches_trained=6)
+        for batches, loss in ((2, 0.5), (4, 0.25), (6, 0.125)):
+            make_validation(db, trial, batches, {"validation_loss": loss})
+        exp_id, trial_id = exp.id, trial.id
+    out = io.StringIO()
+    with login_session(master.url) as session:
+        _follow_experiment(exp_id, session, out)  # one poll: it has ended already
+    printed = [line for line in out.getvalue().splitlines() if "validated" in line]
+    assert printed == [
+        f"Trial {trial_id} validated after 2 batches: validation_loss=0.5",
+        f"Trial {trial_id} validated after 4 batches: validation_loss=0.25",
+        f"Trial {trial_id} validated after 6 batches: validation_loss=0.125",
+    ]
