@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from detlite.api.enums import ExperimentState
-from detlite.master import Settings
 from detlite.master.orm import Trial, utcnow
-from tests.master.conftest import live_master
+from tests.master.conftest import live_master, make_settings
 from tests.master.test_experiments import add_trial, post_experiment
 from tests.master.test_trials import report
 from tests.ui.conftest import TRIALS, Searched, wait_for
@@ -261,12 +260,7 @@ def test_a_running_trial_updates_without_a_reload(
     page: Any, tmp_path: Path, screenshots: Path
 ) -> None:
     # No scheduler: the test reports the trial's metrics and logs itself, as a worker would.
-    settings = Settings(
-        db_url=f"sqlite:///{tmp_path / 'master.db'}",
-        storage_path=tmp_path / "checkpoints",
-        port=0,
-        scheduler=False,
-    )
+    settings = make_settings(f"sqlite:///{tmp_path / 'master.db'}", tmp_path)
     with live_master(settings) as live, live.client(live.login("determined")) as api:
         exp_id = post_experiment(api)["experiment"]["id"]
         trial_id = add_trial(live, exp_id, "r1")
@@ -297,12 +291,7 @@ def test_a_running_trial_updates_without_a_reload(
 
 
 def test_the_experiment_list_pages(page: Any, tmp_path: Path, screenshots: Path) -> None:
-    settings = Settings(
-        db_url=f"sqlite:///{tmp_path / 'master.db'}",
-        storage_path=tmp_path / "checkpoints",
-        port=0,
-        scheduler=False,
-    )
+    settings = make_settings(f"sqlite:///{tmp_path / 'master.db'}", tmp_path)
     with live_master(settings) as live, live.client(live.login("determined")) as api:
         newest_first = [int(post_experiment(api)["experiment"]["id"]) for _ in range(57)][::-1]
         login(page, live.url)
