@@ -189,7 +189,7 @@ def _experiment(work: Path, run: int) -> dict[str, Any]:
         "name": "random",
         "metric": "validation_loss",
         "max_trials": 2,
-        "max_length": {"batches": 24},
+        "max_length": {"batches": 48},
     }
     config["min_validation_period"] = {"batches": 6}
     config["min_checkpoint_period"] = {"batches": 4}
@@ -273,11 +273,13 @@ def one_run(master: MasterProcess, work: Path, run: int, rng: random.Random) -> 
         experiment_id = int(answer.json()["experiment"]["id"])
     done: list[str] = []
     wait_for("a worker to start", lambda: _worker_pids(master.db_url, experiment_id))
-    # The first run kills both kinds; later ones draw one to three faults.
+    # The first run kills both kinds, soon enough that the experiment is still running
+    # (each trial trains for about 4 s); later ones draw one to three faults.
     kinds = ["worker", "master"] if run == 0 else []
     kinds = kinds or [rng.choice(["worker", "master"]) for _ in range(rng.randint(1, 3))]
+    longest_pause = 1.2 if run == 0 else 3.0
     for kind in kinds:
-        time.sleep(rng.uniform(0.2, 3.0))
+        time.sleep(rng.uniform(0.2, longest_pause))
         if _state(master, experiment_id) in ENDED:
             break
         if kind == "worker":
