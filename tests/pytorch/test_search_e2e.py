@@ -9,44 +9,22 @@ the data and config directories in the test's own directory. Timings are never a
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.examples import run_example
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "mnist_pytorch"
 
 
 def _run_search(config: Path, base: Path, timeout: float) -> str:
-    cwd = base / "cwd"
-    cwd.mkdir()
-    env = {
-        **os.environ,
-        "XDG_DATA_HOME": str(base / "data"),
-        "XDG_CONFIG_HOME": str(base / "config"),
-        "TMPDIR": str(base),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "OMP_NUM_THREADS": "1",  # two CPU workers, one core each
-    }
-    for name in ("DETLITE_MASTER", "DET_MASTER", "DET_MASTER_ADDR", "DETLITE_IN_TRIAL_WORKER"):
-        env.pop(name, None)
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE / "train.py"), "--config", str(config), "--local"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert list(cwd.iterdir()) == []  # nothing written where the user stands
-    return result.stdout
+    args = ["--config", str(config), "--local"]
+    # Two CPU workers, one core each.
+    return run_example(EXAMPLE, args, base, timeout, {"OMP_NUM_THREADS": "1"})
 
 
 def _check_output(stdout: str, base: Path, trials: int) -> None:
