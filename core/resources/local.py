@@ -45,7 +45,7 @@ from typing import Any
 from detlite.errors import DetliteError
 from detlite.interfaces import ResourceManager, WorkerSpec
 from detlite.launch import free_port
-from detlite.resources.stragglers import DEFAULT_GRACE_S, ChiefWatch, straggler_note
+from detlite.resources.stragglers import DEFAULT_GRACE_S, ChiefWatch, check_grace
 
 __all__ = [
     "InsufficientSlots",
@@ -151,8 +151,7 @@ class LocalResourceManager(ResourceManager):
     ) -> None:
         if slots is not None and slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
-        ChiefWatch(straggler_grace)  # checks it
-        self.straggler_grace = straggler_grace
+        self.straggler_grace = check_grace(straggler_grace)
         found = list(detect_gpus() if gpus is None else gpus)
         if slots is None:
             self.gpus = found
@@ -300,8 +299,7 @@ class LocalResourceManager(ResourceManager):
             # Ended: stop the other ranks and whatever any rank started, free the slots.
             _kill(group.procs)
             if stuck is not None:
-                logger.warning("%s: rank %d outlived its chief: killed", handle, stuck)
-                straggler_note(group.log_dir, stuck, self.straggler_grace)
+                group.watch.report(handle, group.log_dir, stuck)
             self._free.extend(group.slots)
             return group.exit_code
 

@@ -67,7 +67,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from detlite.errors import DetliteError
 from detlite.interfaces import ResourceManager, WorkerSpec
 from detlite.ray._rank import PYTHON, RankActor
-from detlite.resources.stragglers import DEFAULT_GRACE_S, ChiefWatch, straggler_note
+from detlite.resources.stragglers import DEFAULT_GRACE_S, ChiefWatch, check_grace
 
 __all__ = ["RayConnectionError", "RayResourceManager"]
 
@@ -126,8 +126,7 @@ class RayResourceManager(ResourceManager):
     ) -> None:
         if slots is not None and slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
-        ChiefWatch(straggler_grace)  # checks it
-        self.straggler_grace = straggler_grace
+        self.straggler_grace = check_grace(straggler_grace)
         self.address = address
         self._own_ray = not ray.is_initialized()
         if self._own_ray:
@@ -268,8 +267,7 @@ class RayResourceManager(ResourceManager):
                 return None
             self._end(group)
             if stuck is not None:
-                logger.warning("%s: rank %d outlived its chief: killed", handle, stuck)
-                straggler_note(group.log_dir, stuck, self.straggler_grace)
+                group.watch.report(handle, group.log_dir, stuck)
             return group.exit_code
 
     def _start_when_placed(self, group: _Group) -> None:
