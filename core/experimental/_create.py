@@ -298,16 +298,12 @@ def _poll(session: Session, experiment_id: int) -> tuple[dict[str, Any], list[di
 
 
 def _validations_after(session: Session, trial_id: int, batches: int) -> list[dict[str, Any]]:
-    """The trial's validations after ``batches``, by batch (the last run's, after restarts)."""
+    """The trial's validations after ``batches``. The master answers one row per batch count
+    (the last run's, after restarts), in batch order."""
     rows = session.get(
         f"/api/v1/trials/{trial_id}/metrics", params={"kind": "validation", "limit": 0}
     )["metrics"]
-    newest: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        steps = int(row["stepsCompleted"])
-        if steps > batches:
-            newest[steps] = row
-    return [newest[steps] for steps in sorted(newest)]
+    return [row for row in rows if int(row["stepsCompleted"]) > batches]
 
 
 def _values_text(values: Mapping[str, Any], *, sort: bool = False) -> str:
