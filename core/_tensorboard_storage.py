@@ -10,19 +10,23 @@ changed since the last one (shared_fs: written beside it, then renamed over it; 
 ``PutObject``), so a reader never sees half a file. A backend other than these two (or a
 shared_fs whose host_path is not mounted) has no place for them; ``TrialEventLog.sync``
 says so once in the log, and the files stay local.
+
+On shared_fs every path goes through ``detlite.storage._paths.resolve``, as checkpoints do:
+``tensorboard`` and the folders below it are never entered through a link (a link there is
+refused, ``UnsafeStoragePath``), and deleting an experiment's folder removes its real tree
+only. Checkpoint uuids are canonical UUIDs, so no checkpoint can be named ``tensorboard``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detlite.errors import DetliteError
+from detlite.storage._paths import TENSORBOARD_DIR
 from detlite.tensorboard import EventFileWriter, scalar_values
 
 if TYPE_CHECKING:
@@ -39,9 +43,6 @@ __all__ = [
 
 log = logging.getLogger("detlite.tensorboard")
 
-#: The top folder of every experiment's event files in checkpoint storage.
-TENSORBOARD_DIR = "tensorboard"
-
 
 class UnsupportedStorage(DetliteError):
     """The experiment's checkpoint storage type has no place for event files."""
@@ -54,6 +55,13 @@ def experiment_prefix(experiment_id: int) -> str:
 
 def trial_prefix(experiment_id: int, trial_id: int) -> str:
     return f"{experiment_prefix(experiment_id)}/trial_{int(trial_id)}"
+
+
+def _below_top(prefix: str) -> str:
+    """``prefix`` without its leading ``tensorboard/`` (what ``_paths`` takes as relpath)."""
+    top, _, rest = prefix.partition("/")
+    assert top == TENSORBOARD_DIR
+    return rest
 
 
 def _event_files(local_dir: Path) -> dict[str, Path]:
@@ -129,15 +137,16 @@ def _upload(
 ) -> dict[str, int] | None:
     """Store ``files`` under ``prefix``; their sizes, or None where there is no place."""
     from detlite.storage import S3Storage, SharedFSStorage
+    from detlite.storage._paths import replace_file
 
     sent = {}
     if isinstance(storage, SharedFSStorage):
         if not storage.host_path.is_dir():
             return None
-        target = storage.root.joinpath(*prefix.split("/"))
-        target.mkdir(parents=True, exist_ok=True)
+        storage.ensure_location()
         for name, path in files.items():
-            sent[name] = _replace_file(path, target / name)
+            relpath = f"{_below_top(prefix)}/{name}"
+            sent[name] = replace_file(storage.location, TENSORBOARD_DIR, relpath, path)
         return sent
     if isinstance(storage, S3Storage):
         with storage._errors("upload TensorBoard event files"):
@@ -150,19 +159,6 @@ def _upload(
     return None
 
 
-def _replace_file(src: Path, dest: Path) -> int:
-    fd, staging = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with open(src, "rb") as reader, os.fdopen(fd, "wb") as writer:
-            shutil.copyfileobj(reader, writer)
-            size = writer.tell()
-        os.replace(staging, dest)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    return size
-
-
 def fetch_event_files(storage: StorageBackend, experiment_id: int, cache: Path) -> Path:
     """A local folder with the experiment's event files, one sub-folder per trial.
 
@@ -172,6 +168,7 @@ def fetch_event_files(storage: StorageBackend, experiment_id: int, cache: Path) 
     that does not exist yet (no trial has uploaded anything) is returned as it is.
     """
     from detlite.storage import S3Storage, SharedFSStorage, StorageNotFound
+    from detlite.storage._paths import resolve_path
 
     prefix = experiment_prefix(experiment_id)
     if isinstance(storage, SharedFSStorage):
@@ -180,7 +177,7 @@ def fetch_event_files(storage: StorageBackend, experiment_id: int, cache: Path) 
                 f"shared_fs host_path {storage.host_path} is not a directory here: run this "
                 "on a machine that mounts the experiment's checkpoint storage"
             )
-        return storage.root.joinpath(*prefix.split("/"))
+        return resolve_path(storage.location, TENSORBOARD_DIR, _below_top(prefix))
     if not isinstance(storage, S3Storage):
         raise UnsupportedStorage(
             f"checkpoint storage type {storage.type!r} holds no TensorBoard event files "
@@ -210,11 +207,11 @@ def delete_event_files(storage: StorageBackend, experiment_id: int) -> None:
     """Remove the experiment's event files from its storage (when the experiment is
     deleted). Nothing to do where there are none or the storage type holds none."""
     from detlite.storage import S3Storage, SharedFSStorage
+    from detlite.storage._paths import remove_tree
 
     prefix = experiment_prefix(experiment_id)
     if isinstance(storage, SharedFSStorage):
-        if storage.host_path.is_dir():
-            shutil.rmtree(storage.root.joinpath(*prefix.split("/")), ignore_errors=True)
+        remove_tree(storage.location, TENSORBOARD_DIR, _below_top(prefix))
         return
     if not isinstance(storage, S3Storage):
         return

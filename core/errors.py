@@ -5,6 +5,7 @@ The tree::
     DetliteError
     ├── InvalidExperimentConfig      (ValueError) a config failed validation; lists every problem
     ├── InvalidExperiment            (ValueError) the experiment cannot run as written
+    │   └── StorageNotAllowed        its checkpoint storage is outside what the operator allows
     ├── InvalidHP                    raised by a trial whose hyperparameters cannot work
     ├── UnknownHyperparameter        (ValueError) get_hparam() of a name the trial lacks
     ├── PluginError                  a plugin could not be loaded or registered something invalid
@@ -69,6 +70,7 @@ __all__ = [
     "PluginError",
     "SearcherError",
     "StopLoadingImplementation",
+    "StorageNotAllowed",
     "Unauthenticated",
     "UnknownCheckpointFormat",
     "UnknownHyperparameter",
@@ -117,6 +119,11 @@ class InvalidExperiment(DetliteError, ValueError):
     """The experiment cannot run as written (Determined's InvalidExperimentException)."""
 
     exit_code = 2
+
+
+class StorageNotAllowed(InvalidExperiment):
+    """The experiment's ``checkpoint_storage`` is not inside a location the master's
+    operator allows (``detlite.storage.locations``); the message lists those locations."""
 
 
 class InvalidHP(DetliteError):

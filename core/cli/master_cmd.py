@@ -4,6 +4,11 @@ Settings come from the options, or from a YAML file (``--config``) of ``Settings
 for example ``resource_manager: {type: ray, address: 10.0.0.5:6379}``; options given on the
 command line win over the file.
 
+Storage experiments may use: the master's ``--storage`` directory always; more shared_fs
+roots with ``--allow-shared-fs PATH`` and S3 buckets with ``--allow-s3
+BUCKET[/PREFIX][@ENDPOINT_URL]`` (both repeatable, added to the file's ``storage_roots`` and
+``s3_locations``). An experiment whose ``checkpoint_storage`` lies elsewhere is refused.
+
 The server stack (FastAPI, SQLAlchemy, uvicorn) is imported inside the command, so that
 ``detlite --help`` and every other command stay fast.
 """
@@ -49,6 +54,24 @@ __all__ = ["master_command"]
     help="Checkpoint storage directory [default: $XDG_DATA_HOME/detlite/checkpoints]",
 )
 @click.option(
+    "--allow-shared-fs",
+    "allow_shared_fs",
+    multiple=True,
+    metavar="PATH",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Allow experiments to keep checkpoints (shared_fs host_path[/storage_path]) in "
+    "this directory or below it; repeatable. The --storage directory is always allowed.",
+)
+@click.option(
+    "--allow-s3",
+    "allow_s3",
+    multiple=True,
+    metavar="BUCKET[/PREFIX][@ENDPOINT_URL]",
+    help="Allow experiments to keep checkpoints in this S3 bucket (under PREFIX, at "
+    "ENDPOINT_URL; without it, AWS's default endpoint); repeatable. The master contacts no "
+    "S3 endpoint that is not listed.",
+)
+@click.option(
     "--token-ttl-hours",
     type=click.FloatRange(min=0, min_open=True),
     default=24 * 30,
@@ -86,6 +109,8 @@ def master_command(
     host: str,
     port: int,
     storage: Path | None,
+    allow_shared_fs: tuple[Path, ...],
+    allow_s3: tuple[str, ...],
     token_ttl_hours: float,
     slots: int | None,
     resource_manager: str,
@@ -117,6 +142,17 @@ def master_command(
         options["db_url"] = db_url
     if storage is not None:
         options["storage_path"] = storage.expanduser().resolve()
+    if allow_shared_fs:
+        roots = list(options.get("storage_roots") or [])
+        options["storage_roots"] = [*roots, *(p.expanduser().resolve() for p in allow_shared_fs)]
+    if allow_s3:
+        from detlite.storage.locations import parse_s3_flag
+
+        listed = list(options.get("s3_locations") or [])
+        try:
+            options["s3_locations"] = [*listed, *(parse_s3_flag(v) for v in allow_s3)]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--allow-s3") from None
     if ray_address is not None:
         chosen = options["resource_manager"]
         name = chosen.get("type") if isinstance(chosen, dict) else chosen
@@ -134,6 +170,7 @@ def master_command(
         click.echo(f"detlite master listening on {url}")
         click.echo(f"  database: {redact_url(settings.db_url)}")
         click.echo(f"  checkpoint storage: {settings.storage_path}")
+        click.echo(f"  storage experiments may use: {settings.storage_locations.describe()}")
         click.echo("  press Ctrl-C to stop")
 
     serve(settings, log_level=log_level, on_ready=ready)

@@ -172,14 +172,41 @@ def _master_takes(option: str) -> bool:
     help="Worker slots [default: one per GPU, else one per CPU core]",
 )
 @click.option(
+    "--allow-shared-fs",
+    "allow_shared_fs",
+    multiple=True,
+    metavar="PATH",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="More shared_fs roots experiments may use (repeatable; see detlite master --help). "
+    "The master's own checkpoint directory is always allowed.",
+)
+@click.option(
+    "--allow-s3",
+    "allow_s3",
+    multiple=True,
+    metavar="BUCKET[/PREFIX][@ENDPOINT_URL]",
+    help="S3 buckets experiments may use (repeatable; see detlite master --help).",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=60.0,
     show_default=True,
     help="Seconds to wait for the master to answer.",
 )
-def up_command(port: int, host: str, db_url: str | None, slots: int | None, timeout: float) -> None:
-    """Start a master in the background (pid and log files in the data directory)."""
+def up_command(
+    port: int,
+    host: str,
+    db_url: str | None,
+    slots: int | None,
+    allow_shared_fs: tuple[Path, ...],
+    allow_s3: tuple[str, ...],
+    timeout: float,
+) -> None:
+    """Start a master in the background (pid and log files in the data directory).
+
+    Experiments may keep checkpoints in its data directory's ``checkpoints/`` with no
+    option; ``--allow-shared-fs`` and ``--allow-s3`` allow more locations."""
     running = _running_master()
     if running is not None:
         raise MasterServiceError(
@@ -193,6 +220,10 @@ def up_command(port: int, host: str, db_url: str | None, slots: int | None, time
         if not _master_takes("slots"):
             raise click.UsageError("this detlite's master has no --slots option yet")
         args += ["--slots", str(slots)]
+    for root in allow_shared_fs:
+        args += ["--allow-shared-fs", str(root.expanduser().resolve())]
+    for location in allow_s3:
+        args += ["--allow-s3", location]
 
     data = _data_dir()
     data.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,11 @@ saved on the master; unbound they change only the local object, as in Determined
 - The target is ``path`` itself, or ``./checkpoints/<uuid>``. A target that already holds
   ``metadata.json`` is taken as downloaded (nothing is fetched). A missing target, or an
   existing empty directory, is filled; anything else is refused rather than mixed with.
+- The uuid must be a UUID in canonical form (it names the target and the stored
+  directory); anything else is refused before a file is touched.
 - Where the files come from: ``shared_fs`` storage is read directly when
-  ``<host_path>[/<storage_path>]/<uuid>`` exists on this machine, and otherwise through the
+  ``<host_path>[/<storage_path>]/<uuid>`` exists on this machine (through
+  ``detlite.storage._paths``: no link in it is followed), and otherwise through the
   master's ``GET /api/v1/checkpoints/{uuid}/files/{path}`` (so a laptop without the mount
   still gets the checkpoint); other storage types go through their ``StorageBackend``.
 - Every recorded file is checked against its size and sha256; a missing or different file
@@ -45,6 +48,7 @@ from detlite.storage._files import (
     staged_dir,
     write_file,
 )
+from detlite.storage._paths import check_uuid
 from detlite.storage.errors import CorruptCheckpointFile
 
 if TYPE_CHECKING:
@@ -184,6 +188,10 @@ class Checkpoint:
 
         See the module docstring for where files come from and how they are checked.
         """
+        try:
+            check_uuid(self.uuid)  # it names the default target and the stored directory
+        except ValueError as exc:
+            raise CheckpointError(f"cannot download this checkpoint: {exc}") from None
         target = Path(path) if path is not None else Path("checkpoints") / self.uuid
         if (target / METADATA_FILE).is_file() or (target / _LEGACY_MARKER).is_file():
             return str(target)

@@ -175,9 +175,10 @@ def create(
     files = pack_context(context)  # an oversized context fails before any master starts
     master: str | None = master_url or None
     if local:
-        from detlite.experimental._embedded import local_master
+        from detlite.experimental._embedded import allow_storage, local_master
 
         master = local_master()
+        allow_storage(exp_config.get("checkpoint_storage"))  # the user is its operator
     session = login_session(master)
     if test:
         session.post("/api/v1/experiments", json={"config": exp_config, "validateOnly": True})

@@ -19,6 +19,16 @@ lock held does not start another; it is refused with ``MasterBusy``, which names
 suggests ``detlite up`` (one master that every process shares). The lock is released by the
 kernel when the process ends, even on SIGKILL, so a stale lock never blocks anyone.
 
+Storage: the embedded master allows its own checkpoint directory, as every master does, and
+``allow_storage(checkpoint_storage)`` adds the location a config names. ``create(local=True)``
+calls it with the experiment's config before submitting it: the embedded master runs in the
+user's own process, with the user's own rights, so the user is its operator, and naming a
+location in the config passed to ``create`` is how that operator allows it. Only that exact
+location is added (its shared_fs ``host_path[/storage_path]``, or its s3 bucket, endpoint
+and prefix), and only from this process: nothing over HTTP can add one. A master started by
+``detlite up`` is a service with its own operator: it is not changed, and a location it does
+not allow is refused with the ``detlite up --allow-shared-fs`` / ``--allow-s3`` hint.
+
 Importing this module imports neither uvicorn nor the master's server stack; starting does.
 """
 
@@ -30,8 +40,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from detlite.errors import DetliteError, MasterBusy
 from detlite.master.dblock import lock_database, lock_path, record_holder, release
@@ -45,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EmbeddedMaster",
     "MasterBusy",
+    "allow_storage",
     "current_embedded_master",
     "local_master",
     "lock_database",
@@ -80,6 +92,42 @@ class EmbeddedMaster:
             log.warning("the embedded master did not stop within %.0f s", timeout)
         release(self.lock_fd)
         self.lock_fd = None
+
+    def allow(self, storage: Mapping[str, Any]) -> None:
+        """Let this master use the location ``storage`` (a ``checkpoint_storage`` mapping)
+        names, from now on (see the module docstring)."""
+        from pydantic import TypeAdapter
+
+        from detlite.config.storage import StorageConfig
+        from detlite.errors import StorageNotAllowed
+        from detlite.storage.locations import S3Location
+        from detlite.storage.shared_fs import storage_root
+
+        adapter: TypeAdapter[Any] = TypeAdapter(StorageConfig)
+        config = adapter.validate_python(dict(storage))
+        try:
+            self.settings.storage_locations.check(config)
+            return  # allowed already
+        except StorageNotAllowed:
+            pass
+        if config.type == "shared_fs":
+            root = storage_root(config.host_path, config.storage_path)
+            update: dict[str, Any] = {"storage_roots": (*self.settings.storage_roots, root)}
+        else:
+            location = S3Location(
+                bucket=config.bucket, endpoint_url=config.endpoint_url, prefix=config.prefix
+            )
+            update = {"s3_locations": (*self.settings.s3_locations, location)}
+        self.settings = self.settings.model_copy(update=update)
+        # The running app and its scheduler read their settings at every use.
+        app: Any = self.server.config.app
+        state = getattr(app.state, "master", None)
+        if state is not None:
+            state.settings = self.settings
+        scheduler = getattr(app.state, "scheduler", None)
+        if scheduler is not None:
+            scheduler.settings = self.settings
+        log.info("the embedded master allows checkpoint storage %s too", _shown(config))
 
 
 def _service_url(wait: float = 30.0) -> str | None:
@@ -168,6 +216,22 @@ def local_master(settings: Settings | None = None) -> str:
         os.environ["DETLITE_MASTER"] = _current.url
         log.info("embedded master at %s on %s", _current.url, _current.settings.db_url)
         return _current.url
+
+
+def _shown(config: Any) -> str:
+    if config.type == "shared_fs":
+        return str(config.host_path) + (f" ({config.storage_path})" if config.storage_path else "")
+    return f"s3://{config.bucket} at {config.endpoint_url or 'the AWS default endpoint'}"
+
+
+def allow_storage(storage: Mapping[str, Any] | None) -> None:
+    """Let this process's embedded master use the location a config's ``checkpoint_storage``
+    names (``create(local=True)`` calls it: the user is that master's operator). Nothing
+    happens without one, or where the local master is ``detlite up``'s."""
+    master = _current
+    if storage is None or master is None or not master.thread.is_alive():
+        return
+    master.allow(storage)
 
 
 def current_embedded_master() -> EmbeddedMaster | None:

@@ -20,13 +20,22 @@ The order of one checkpoint's deletion, each step committed on its own:
 
 A crash (or a storage error) between 2 and 3 leaves a DELETED row that still lists files:
 nothing is lost and no row claims files that are gone. Every later run first finishes those
-(``_finish_pending``), so storage is not leaked either. What remains is the race where a
-model version is registered between the check in step 1 and its commit; registration
-should lock the checkpoint row (``SELECT ... FOR UPDATE``) to close it.
+(``_finish_pending``), so storage is not leaked either. A model version registered at the
+same time as step 1 cannot slip through: step 1 locks the checkpoint's row before it checks
+for versions, and registration holds that lock from its COMPLETED check to its commit.
 
 Storage: ``storage_for`` builds the backend named by an experiment config's
 ``checkpoint_storage``; a config without one uses shared_fs at the master's storage path
-(``default_root``), which is where the master puts checkpoints by default.
+(``locations.default``), which is where the master puts checkpoints by default. It goes
+through ``detlite.storage.locations.storage_for``, with the locations the master allows
+now: a location outside them (a master restarted with a smaller list) raises
+``StorageNotAllowed`` before any row is marked or any file touched.
+
+Deleting a checkpoint removes what its row recorded (``files``) inside its own directory
+(``detlite.storage._paths.remove_checkpoint``: no link is ever followed); a row that never
+recorded files (ACTIVE or ERROR) has its real directory removed, if there is one. A row whose
+uuid is not a canonical UUID (none can be reported any more) has no files addressed at all:
+its record is cleared and its files, if any, are left where they are, with a warning.
 """
 
 from __future__ import annotations
@@ -46,8 +55,11 @@ from detlite.config.storage import S3StorageConfig, SharedFSStorageConfig, Stora
 from detlite.errors import APIError, NotFound
 from detlite.interfaces import StorageBackend
 from detlite.master.orm import Checkpoint, Experiment, ModelVersion, Trial
-from detlite.storage import GCCheckpoint, checkpoints_to_delete, storage_from_config
+from detlite.storage import GCCheckpoint, S3Storage, SharedFSStorage, checkpoints_to_delete
+from detlite.storage import locations as _locations
+from detlite.storage._paths import check_uuid
 from detlite.storage.gc import COMPLETED
+from detlite.storage.locations import StorageLocations
 
 __all__ = [
     "collect_experiment",
@@ -58,7 +70,7 @@ __all__ = [
 
 logger = logging.getLogger("detlite.master.gc")
 
-_STORAGE = TypeAdapter(StorageConfig)
+_STORAGE: TypeAdapter[SharedFSStorageConfig | S3StorageConfig] = TypeAdapter(StorageConfig)
 
 
 def storage_config_of(
@@ -83,11 +95,11 @@ def storage_config_of(
     return storage
 
 
-def storage_for(
-    config: Mapping[str, Any], default_root: str | Path | None = None
-) -> StorageBackend:
-    """The backend that holds the checkpoints of an experiment with this config."""
-    return storage_from_config(storage_config_of(config, default_root))
+def storage_for(config: Mapping[str, Any], locations: StorageLocations) -> StorageBackend:
+    """The backend that holds the checkpoints of an experiment with this config, once
+    ``locations`` allow it (StorageNotAllowed otherwise; nothing is contacted before)."""
+    storage = storage_config_of(config, locations.default)
+    return _locations.storage_for(storage, locations)
 
 
 def _experiment(db: Session, experiment_id: int) -> Experiment:
@@ -121,6 +133,12 @@ def _warm_start_sources(
 
 def _mark_deleted(db: Session, uuid: str, from_states: Iterable[CheckpointState]) -> bool:
     """Step 1: DELETED if still in ``from_states`` and unregistered; False if not marked."""
+    # Lock the row before deciding. A registration holds this lock from its state check to
+    # its commit (queries.models.register_version), so the UPDATE below, a new statement
+    # with a new snapshot on PostgreSQL, sees any version it added. Without it the UPDATE
+    # would wait on that lock and then judge "registered" by its older snapshot. (SQLite
+    # serializes the two writes anyway; FOR UPDATE renders as nothing there.)
+    db.execute(sa.select(Checkpoint.uuid).where(Checkpoint.uuid == uuid).with_for_update())
     registered = sa.select(ModelVersion.id).where(ModelVersion.checkpoint_uuid == uuid).exists()
     result = db.execute(
         sa.update(Checkpoint)
@@ -138,7 +156,22 @@ def _mark_deleted(db: Session, uuid: str, from_states: Iterable[CheckpointState]
 
 def _delete_files(db: Session, storage: StorageBackend, uuid: str) -> None:
     """Steps 2 and 3 for a row already marked DELETED."""
-    storage.delete(uuid)
+    files = db.scalar(sa.select(Checkpoint.files).where(Checkpoint.uuid == uuid)) or {}
+    db.rollback()
+    try:
+        check_uuid(uuid)
+    except ValueError:
+        logger.warning(
+            "checkpoint %r is not named by a canonical UUID: its files, if any, are left in %r",
+            uuid,
+            storage,
+        )
+    else:
+        if isinstance(storage, SharedFSStorage | S3Storage):
+            # The recorded files only; no record (never completed): its real directory.
+            storage.delete(uuid, files=sorted(files) or None)
+        else:
+            storage.delete(uuid)
     db.execute(
         sa.update(Checkpoint)
         .where(Checkpoint.uuid == uuid, Checkpoint.state == CheckpointState.DELETED)
@@ -161,13 +194,14 @@ def _finish_pending(db: Session, storage: StorageBackend, experiment_id: int) ->
 
 
 def collect_experiment(
-    db: Session, experiment_id: int, *, default_root: str | Path | None = None
+    db: Session, experiment_id: int, *, locations: StorageLocations
 ) -> list[str]:
     """Apply the experiment's GC counts; return the uuids whose files were deleted now
-    (including those an interrupted earlier run had marked)."""
+    (including those an interrupted earlier run had marked). StorageNotAllowed, before
+    anything changes, where ``locations`` do not hold the experiment's storage."""
     experiment = _experiment(db, experiment_id)
     config = experiment.config
-    storage_config = storage_config_of(config, default_root)
+    storage_config = storage_config_of(config, locations.default)
     searcher = config.get("searcher")
     smaller = searcher.get("smaller_is_better", True) if isinstance(searcher, Mapping) else True
     rows = db.execute(
@@ -201,7 +235,7 @@ def collect_experiment(
         warm_start_uuids=protected,
     )
     db.rollback()  # end the read transaction before the per-checkpoint commits
-    storage = storage_from_config(storage_config)
+    storage = _locations.storage_for(storage_config, locations)
     deleted = _finish_pending(db, storage, experiment_id)
     for uuid in doomed:
         if _mark_deleted(db, uuid, [CheckpointState.COMPLETED]):
@@ -213,14 +247,14 @@ def collect_experiment(
 
 
 def delete_experiment_checkpoints(
-    db: Session, experiment_id: int, *, default_root: str | Path | None = None
+    db: Session, experiment_id: int, *, locations: StorageLocations
 ) -> list[str]:
     """Delete the files of every checkpoint of the experiment (ACTIVE, COMPLETED, ERROR),
     for deleting the experiment. Returns the uuids kept: those registered as a model
     version or warm-started from by a trial of another experiment (the experiment's rows
     cannot be removed while those exist)."""
     experiment = _experiment(db, experiment_id)
-    storage = storage_for(experiment.config, default_root)
+    storage = storage_for(experiment.config, locations)
     live_states = [CheckpointState.ACTIVE, CheckpointState.COMPLETED, CheckpointState.ERROR]
     uuids = list(
         db.scalars(

@@ -17,6 +17,21 @@ Workers get a per-launch directory under ``work_dir`` (default: ``work/`` beside
 address the first request came to). ``scheduler_tick`` is how often the scheduler looks at
 its workers; events from the API wake it sooner. At shutdown, workers are asked to
 checkpoint and stop, and are killed after ``stop_grace`` seconds.
+
+Storage the operator allows (``detlite.storage.locations``): an experiment's
+``checkpoint_storage`` must lie inside one of these, or it is refused with a 400 that lists
+them; GC, deletion and file serving check again with the settings the master runs with.
+
+- ``storage_path`` (``--storage``) is always allowed: a config without checkpoint_storage
+  uses it.
+- ``storage_roots`` (``--allow-shared-fs PATH``, repeatable): more shared_fs roots, absolute
+  paths. A ``host_path[/storage_path]`` whose real path (links resolved) is a root or inside
+  one is allowed; Determined configs whose host_path is under such a root run unchanged.
+- ``s3_locations`` (``--allow-s3 BUCKET[/PREFIX][@ENDPOINT_URL]``, repeatable): S3 buckets, as
+  ``{bucket, endpoint_url (omitted or null: AWS's default endpoint), prefix (optional)}``.
+  An s3 ``checkpoint_storage`` must name a listed bucket with the same endpoint (and, where
+  the listing has a prefix, a prefix at or below it). The master contacts no other endpoint,
+  so its own credentials are only ever sent to these.
 """
 
 from __future__ import annotations
@@ -27,9 +42,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["Settings", "data_dir", "default_db_url", "default_storage_path"]
+from detlite.storage.locations import S3Location, StorageLocations
+
+__all__ = ["S3Location", "Settings", "data_dir", "default_db_url", "default_storage_path"]
 
 
 def data_dir() -> Path:
@@ -64,6 +81,23 @@ class Settings(BaseModel):
     master_url: str | None = None
     scheduler_tick: float = Field(default=0.2, gt=0, le=10)
     stop_grace: float = Field(default=10.0, ge=0)
+    storage_roots: tuple[Path, ...] = Field(
+        default=(), description="shared_fs roots experiments may use besides storage_path"
+    )
+    s3_locations: tuple[S3Location, ...] = Field(
+        default=(), description="S3 buckets (with their endpoints) experiments may use"
+    )
+
+    @field_validator("storage_roots")
+    @classmethod
+    def _absolute_roots(cls, roots: tuple[Path, ...]) -> tuple[Path, ...]:
+        checked = []
+        for root in roots:
+            root = root.expanduser()
+            if not root.is_absolute():
+                raise ValueError(f"storage_roots: {str(root)!r} is not an absolute path")
+            checked.append(root)
+        return tuple(checked)
 
     @model_validator(mode="before")
     @classmethod
@@ -85,6 +119,15 @@ class Settings(BaseModel):
         """The address clients use: ``http://host:port`` (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def storage_locations(self) -> StorageLocations:
+        """The storage locations experiments may use (``storage_path`` among them)."""
+        return StorageLocations(
+            default=self.storage_path,
+            shared_fs=(self.storage_path, *self.storage_roots),
+            s3=self.s3_locations,
+        )
 
     @property
     def worker_dir(self) -> Path:

@@ -19,6 +19,7 @@ from typing import BinaryIO
 from detlite.checkpoint import METADATA_FILE
 from detlite.errors import CheckpointError, CorruptCheckpoint
 from detlite.interfaces import FileRecord
+from detlite.storage._paths import check_uuid
 from detlite.storage.errors import CorruptCheckpointFile
 
 __all__ = [
@@ -42,24 +43,12 @@ CHUNK_SIZE = 1 << 20
 
 
 def check_storage_id(storage_id: str) -> str:
-    """``storage_id`` if it is one plain path component; ValueError otherwise.
+    """``storage_id`` if it is a checkpoint uuid in canonical form; ValueError otherwise.
 
-    Ids become directory names and key prefixes, so ``..`` or ``/`` would let one id reach
-    another's files; a leading dot is reserved for the backends' partial directories.
+    Ids become directory names and key prefixes, so ``..``, ``/``, ``etc`` or
+    ``tensorboard`` would let one id reach files that are not its checkpoint's.
     """
-    if (
-        not isinstance(storage_id, str)
-        or not storage_id
-        or storage_id.startswith(".")
-        or "/" in storage_id
-        or "\\" in storage_id
-        or "\0" in storage_id
-    ):
-        raise ValueError(
-            f"invalid storage id {storage_id!r}: expected a checkpoint uuid "
-            "(one path component, not starting with '.')"
-        )
-    return storage_id
+    return check_uuid(storage_id)
 
 
 def check_relpath(relpath: str, where: str) -> str:

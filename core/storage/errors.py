@@ -8,7 +8,9 @@ The tree (the parents live in ``detlite.errors``)::
     └── StorageError                the storage itself failed, whatever the checkpoint
         ├── StorageNotFound         the bucket, or shared_fs's host_path, does not exist
         ├── StorageAccessDenied     credentials are missing or were refused
-        └── StorageUnavailable      the endpoint did not answer
+        ├── StorageUnavailable      the endpoint did not answer
+        └── UnsafeStoragePath       a link (or a special file) where a checkpoint's directory
+                                    or file should be: refused, never followed
 
 Remote errors carry ``bucket`` and ``endpoint`` so that a message (and a caller) can say
 which of several configured storages failed, instead of showing a botocore traceback.
@@ -27,6 +29,7 @@ __all__ = [
     "StorageError",
     "StorageNotFound",
     "StorageUnavailable",
+    "UnsafeStoragePath",
 ]
 
 FileProblem = Literal["missing", "size", "sha256"]
@@ -72,3 +75,8 @@ class StorageAccessDenied(StorageError):
 
 class StorageUnavailable(StorageError):
     """The storage endpoint could not be reached (down, wrong URL, network)."""
+
+
+class UnsafeStoragePath(StorageError):
+    """A symbolic link, or a special file, where shared_fs storage should hold a checkpoint's
+    directory or file; detlite refuses it rather than follow it out of the location."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar
@@ -132,9 +132,18 @@ class S3Storage(StorageBackend):
     # -- keys and errors -------------------------------------------------------------------
 
     def base_key(self, storage_id: str) -> str:
-        """``[<prefix>/]<storage_id>``: every object of the checkpoint is under it plus '/'."""
+        """``[<prefix>/]<storage_id>``: every object of the checkpoint is under it plus '/'.
+
+        ``storage_id`` must be a checkpoint uuid in canonical form (ValueError otherwise), so
+        that no id names another's prefix or the TensorBoard folder."""
         storage_id = check_storage_id(storage_id)
         return f"{self.prefix}/{storage_id}" if self.prefix else storage_id
+
+    def key_for(self, storage_id: str, relpath: str) -> str:
+        """The key of one file of a checkpoint; CorruptCheckpoint for a relpath that is not
+        strictly inside it (``..``, absolute, empty components)."""
+        base = self.base_key(storage_id)
+        return f"{base}/{check_relpath(relpath, self._where(storage_id))}"
 
     def _where(self, storage_id: str) -> str:
         return f"s3://{self.bucket}/{self.base_key(storage_id)}/ at {self.endpoint}"
@@ -278,7 +287,11 @@ class S3Storage(StorageBackend):
                 if files is not None:
                     compare_records(files, actual, where)
 
-    def delete(self, storage_id: str) -> None:
+    def delete(self, storage_id: str, files: Iterable[str] | None = None) -> None:
+        """Delete every object under the checkpoint's prefix (``files`` is accepted for the
+        same call as shared_fs, and not needed: a prefix holds nothing but its objects) and
+        abort its unfinished multipart uploads."""
+        del files
         base = self.base_key(storage_id) + "/"
         with self._errors("delete"):
             pages = self.client.get_paginator("list_objects_v2").paginate(

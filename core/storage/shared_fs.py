@@ -5,6 +5,13 @@ relative ``storage_path`` is joined to ``host_path``; an absolute one must point
 Either way the result must stay under ``host_path`` after ``..`` is collapsed, so that a
 config cannot make the master delete checkpoints elsewhere on the machine.
 
+Every path is resolved by ``detlite.storage._paths.resolve``: storage ids are checkpoint
+uuids in canonical form, and nothing below the location is reached through a symbolic link
+(a checkpoint directory that is a link, or a link inside one, is refused, never followed).
+The location itself is a ``StorageRoot``: in a client (a trial worker, ``Checkpoint.download``)
+the config's ``<host_path>[/<storage_path>]`` as it is; on the master, the operator's allowed
+root and the real path below it (``detlite.storage.locations``).
+
 Guarantees:
 
 - ``upload`` copies into a hidden ``.<storage_id>.partial-*`` directory beside the final
@@ -13,8 +20,10 @@ Guarantees:
 - ``download`` stages the copy the same way (inside ``dest`` when it is an existing empty
   directory, which is kept, and then moves the entries in with ``metadata.json`` last) and
   checks ``files`` (the master's records) first, so a corrupt checkpoint never lands.
-- ``delete`` renames the directory away before removing it, so a half-deleted checkpoint
-  never looks like a stored one; leftovers of crashed uploads are removed with it.
+- ``delete(storage_id, files=...)`` removes the recorded files inside the checkpoint's own
+  directory, then the directories left empty; without ``files``, the real directory tree
+  (entering no link). Leftovers of crashed uploads are removed with it. A filesystem
+  failure is a ``StorageError`` naming the path, never silently ignored.
 
 Stored ids are immutable: uploading to an id that exists is an error (delete it first).
 Only file contents are stored, not modes or empty directories.
@@ -22,13 +31,11 @@ Only file contents are stored, not modes or empty directories.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 from detlite.checkpoint import METADATA_FILE
 from detlite.config.storage import SharedFSStorageConfig
@@ -39,15 +46,16 @@ from detlite.errors import (
     InvalidExperimentConfig,
 )
 from detlite.interfaces import FileRecord, StorageBackend
+from detlite.storage import _paths
 from detlite.storage._files import (
-    check_storage_id,
     compare_records,
+    copy_stream,
     iter_files,
     prepare_dest,
     staged_dir,
-    verify_directory,
-    write_file,
 )
+from detlite.storage._files import write_file as write_local_file
+from detlite.storage._paths import StorageRoot
 from detlite.storage.errors import StorageNotFound
 
 __all__ = ["SharedFSStorage", "storage_root"]
@@ -56,8 +64,8 @@ __all__ = ["SharedFSStorage", "storage_root"]
 def storage_root(host_path: str, storage_path: str | None) -> Path:
     """``<host_path>[/<storage_path>]``, or InvalidExperimentConfig if it leaves host_path.
 
-    The check is lexical (``..`` collapsed, symlinks not followed): symlinks inside
-    host_path are the administrator's to place, but a config must not climb out of it.
+    The check is lexical (``..`` collapsed, symlinks not followed); the master also checks
+    the real path against the locations its operator allows (``detlite.storage.locations``).
     """
     host = Path(os.path.normpath(host_path))
     if not storage_path:
@@ -78,21 +86,30 @@ def storage_root(host_path: str, storage_path: str | None) -> Path:
 
 
 class SharedFSStorage(StorageBackend):
-    """Checkpoints as directories under ``<host_path>[/<storage_path>]``."""
+    """Checkpoints as directories under ``<host_path>[/<storage_path>]``.
+
+    ``root`` overrides where that is (the master passes the location anchored at its
+    operator's allowed root); by default it is the config's path as it is.
+    """
 
     type: ClassVar[str] = "shared_fs"
 
-    def __init__(self, config: SharedFSStorageConfig) -> None:
+    def __init__(self, config: SharedFSStorageConfig, *, root: StorageRoot | None = None) -> None:
         self.config = config
         self.host_path = Path(os.path.normpath(config.host_path))
-        self.root = storage_root(config.host_path, config.storage_path)
+        self.location = root or StorageRoot(storage_root(config.host_path, config.storage_path))
+
+    @property
+    def root(self) -> Path:
+        """The location's path: ``<host_path>[/<storage_path>]`` (real, on the master)."""
+        return self.location.path
 
     def __repr__(self) -> str:
         return f"SharedFSStorage(root={str(self.root)!r})"
 
     def path_for(self, storage_id: str) -> Path:
         """Where the checkpoint ``storage_id`` lives (whether or not it exists)."""
-        return self.root / check_storage_id(storage_id)
+        return self.root / _paths.check_uuid(storage_id)
 
     def _where(self, storage_id: str) -> str:
         return f"shared_fs storage {self.path_for(storage_id)}"
@@ -107,12 +124,16 @@ class SharedFSStorage(StorageBackend):
                 "is the shared filesystem mounted here?"
             )
 
-    def _stored(self, storage_id: str) -> Path:
-        path = self.path_for(storage_id)
-        if not path.is_dir():
+    def ensure_location(self) -> None:
+        """Make ``<host_path>/<storage_path>`` exist (host_path must already: a mount)."""
+        self._require_host()
+        if not self.location.base.is_dir():
+            self.location.base.mkdir(parents=True, exist_ok=True)
+
+    def _stored(self, storage_id: str) -> None:
+        if not self.exists(storage_id):
             hint = "" if self.host_path.is_dir() else f" ({self.host_path} is not mounted here)"
             raise CheckpointNotFound(f"no checkpoint {storage_id!r} in {self.root}{hint}")
-        return path
 
     # -- StorageBackend --------------------------------------------------------------------
 
@@ -121,18 +142,31 @@ class SharedFSStorage(StorageBackend):
         final = self.path_for(storage_id)
         if not src.is_dir():
             raise CheckpointNotFound(f"cannot upload {src}: not a directory")
-        self._require_host()
-        if final.exists() or final.is_symlink():
+        files = list(iter_files(src))  # a directory symlink is refused before anything lands
+        self.ensure_location()
+        if self.exists(storage_id):
             raise CheckpointError(
                 f"checkpoint {storage_id!r} is already stored at {final}; stored checkpoints "
                 "are immutable: delete it first or use a new id"
             )
+        partial = _paths.partial_name(storage_id)
         records: dict[str, FileRecord] = {}
-        with staged_dir(final) as partial:
-            for relpath, path in iter_files(src):
+        try:
+            _paths.make_dirs(self.location, partial)
+            for relpath, path in files:
                 with open(path, "rb") as fh:
-                    records[relpath] = write_file(partial.joinpath(*relpath.split("/")), fh)
+                    records[relpath] = _paths.write_file(self.location, partial, relpath, fh)
+            _paths.commit_partial(self.location, partial, storage_id)
+        except BaseException:
+            with suppress(Exception):
+                _paths.remove_tree(self.location, partial)
+            raise
         return records
+
+    def open(self, storage_id: str, relpath: str) -> BinaryIO:
+        """One stored file for reading (the master serves it): FileNotFoundError if it is
+        missing, UnsafeStoragePath if it, or a directory on the way, is a link."""
+        return _paths.open_file(self.location, _paths.check_uuid(storage_id), relpath)
 
     def download(
         self,
@@ -148,12 +182,17 @@ class SharedFSStorage(StorageBackend):
         ``dest`` that already holds this checkpoint's ``metadata.json`` is left as it is
         (and checked against ``files`` if given).
         """
+        from detlite.storage._files import verify_directory
+
         dest = Path(dest)
-        stored = self._stored(storage_id)
+        self._stored(storage_id)
 
         def stored_metadata() -> bytes | None:
-            meta = stored / METADATA_FILE
-            return meta.read_bytes() if meta.is_file() else None
+            try:
+                with _paths.open_file(self.location, storage_id, METADATA_FILE) as fh:
+                    return fh.read()
+            except FileNotFoundError:
+                return None
 
         if prepare_dest(dest, stored_metadata, self._where(storage_id)):
             if files is not None:
@@ -161,32 +200,39 @@ class SharedFSStorage(StorageBackend):
             return
         actual: dict[str, FileRecord] = {}
         with staged_dir(dest) as partial:
-            for relpath, path in iter_files(stored):
-                with open(path, "rb") as fh:
-                    actual[relpath] = write_file(partial.joinpath(*relpath.split("/")), fh)
+            for relpath in _paths.list_files(self.location, storage_id):
+                with _paths.open_file(self.location, storage_id, relpath) as fh:
+                    target = partial.joinpath(*relpath.split("/"))
+                    actual[relpath] = write_local_file(target, fh)
             if files is not None:
                 compare_records(files, actual, self._where(storage_id))
 
-    def delete(self, storage_id: str) -> None:
-        final = self.path_for(storage_id)
-        partials = self.root.glob(f".{glob.escape(storage_id)}.partial-*")
-        doomed = [p for p in partials if p.is_dir()]
-        if final.is_symlink():
-            final.unlink()
-        elif final.exists():
-            # Renaming first makes the delete look atomic to exists() and download().
-            trash = final.parent / f".{final.name}.deleting-{uuid.uuid4().hex[:12]}"
-            os.replace(final, trash)
-            doomed.append(trash)
-        for path in doomed:
-            shutil.rmtree(path, ignore_errors=True)
+    def delete(self, storage_id: str, files: Iterable[str] | None = None) -> None:
+        """Delete the checkpoint: its recorded ``files`` (relpaths) inside its own
+        directory, then what is left empty; without ``files``, its whole real directory.
+        Leftovers of crashed uploads go too. Missing is not an error; a link is refused."""
+        _paths.remove_checkpoint(self.location, storage_id, files)
 
     def exists(self, storage_id: str) -> bool:
-        return self.path_for(storage_id).is_dir()
+        return _paths.is_stored_dir(self.location, _paths.check_uuid(storage_id))
 
     # -- beyond the interface --------------------------------------------------------------
 
     def verify(self, storage_id: str, files: Mapping[str, FileRecord]) -> None:
         """Check the stored files against ``files`` in place; CorruptCheckpointFile names
         the first (by relative path) that is missing, resized or fails its sha256."""
-        verify_directory(self._stored(storage_id), files)
+        self._stored(storage_id)
+        actual: dict[str, FileRecord] = {}
+        for relpath in sorted(files):
+            try:
+                fh = _paths.open_file(self.location, storage_id, relpath)
+            except FileNotFoundError:
+                continue
+            with fh:
+                size = os.fstat(fh.fileno()).st_size
+                # Compare the size first so a truncated file is reported without hashing it.
+                if size != files[relpath].size:
+                    actual[relpath] = FileRecord(size=size, sha256="")
+                else:
+                    actual[relpath] = copy_stream(fh, None)
+        compare_records(files, actual, self._where(storage_id))

@@ -145,6 +145,7 @@ def local_master(tmp_path: Path, slots: int = 2) -> Iterator[tuple[LiveMaster, h
     settings = Settings(
         db_url=f"sqlite:///{tmp_path / 'master.db'}",
         storage_path=tmp_path / "checkpoints",
+        storage_roots=(tmp_path,),  # the experiments keep checkpoints in tmp_path / "ckpt"
         port=0,
         scheduler_tick=0.1,
         stop_grace=5,
@@ -317,6 +318,7 @@ def _start_master(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     log = open(tmp_path / f"master-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
     command = [sys.executable, "-m", "detlite", "master", "--port", str(port)]
     command += ["--db", f"sqlite:///{tmp_path / 'master.db'}", "--storage", str(tmp_path / "ck")]
+    command += ["--allow-shared-fs", str(tmp_path / "ckpt")]  # the experiment's storage
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 

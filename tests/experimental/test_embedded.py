@@ -15,6 +15,7 @@ import pytest
 
 from detlite.experimental import Determined
 from detlite.experimental._embedded import (
+    allow_storage,
     current_embedded_master,
     local_master,
     lock_path,
@@ -68,6 +69,42 @@ def test_start_reuse_lock_and_stop(_isolated_home: Path) -> None:
     out = _child()
     assert out.startswith("URL http://127.0.0.1:"), out
     assert lock.read_text() == ""
+
+
+def test_the_user_allows_the_storage_their_config_names(
+    _isolated_home: Path, tmp_path: Path
+) -> None:
+    """create(local=True) calls allow_storage with the experiment's checkpoint_storage: the
+    embedded master runs in the user's own process, so the user is its operator. Only the
+    location named is added, and nothing over HTTP can add one."""
+    from detlite.testing.fake import linear_config
+
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir()
+    other.mkdir()
+    url = local_master()
+    try:
+        token = httpx.post(
+            url + "/api/v1/auth/login", json={"username": "determined", "password": ""}
+        ).json()["token"]
+
+        def create(host_path: Path) -> int:
+            config = {
+                **linear_config(),
+                "checkpoint_storage": {"type": "shared_fs", "host_path": str(host_path)},
+            }
+            return httpx.post(
+                url + "/api/v1/experiments",
+                json={"config": config, "activate": False},
+                headers={"Authorization": f"Bearer {token}"},
+            ).status_code
+
+        assert create(mine) == 400  # not allowed until the user names it
+        allow_storage({"type": "shared_fs", "host_path": str(mine)})
+        assert create(mine) == 200
+        assert create(other) == 400
+    finally:
+        stop_embedded_master()
 
 
 def test_detlite_up_master_is_used(_isolated_home: Path, tmp_path: Path) -> None:

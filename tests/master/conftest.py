@@ -194,8 +194,16 @@ def serve_in_thread(app: FastAPI, port: int = 0) -> Iterator[str]:
 
 def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
     """A master's settings for tests; the scheduler is off unless ``scheduler=True``: API
-    tests make their trials themselves (scheduling tests turn it on)."""
-    values: dict[str, Any] = {"port": 0, "scheduler": False, **overrides}
+    tests make their trials themselves (scheduling tests turn it on).
+
+    The master allows ``tmp_path`` as a shared_fs root (``storage_roots``), where every test
+    keeps its checkpoint storage; tests of the allow list itself pass their own."""
+    values: dict[str, Any] = {
+        "port": 0,
+        "scheduler": False,
+        "storage_roots": (tmp_path,),
+        **overrides,
+    }
     return Settings(db_url=db_url, storage_path=tmp_path / "checkpoints", **values)
 
 

@@ -43,6 +43,7 @@ from detlite.testing.fake import STATE_FILE, linear_config, linear_hparams
 
 __all__ = [
     "DEFAULT_FILES",
+    "ckpt_uuid",
     "experiment_config",
     "file_records",
     "make_checkpoint",
@@ -67,6 +68,12 @@ DEFAULT_FILES: dict[str, bytes] = {
     ).encode(),
     "code/model_def.py": b"# the trial's code\n",
 }
+
+
+def ckpt_uuid(label: str) -> str:
+    """A checkpoint uuid (canonical form, as the master requires) named by a readable label:
+    the same label gives the same uuid, so tests can write ``ckpt_uuid("t1-30")``."""
+    return str(uuid_module.uuid5(uuid_module.NAMESPACE_URL, f"detlite-test:{label}"))
 
 
 def user_id(db: Session, username: str) -> int:

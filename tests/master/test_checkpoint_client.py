@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ from detlite.harness import build_trial
 from detlite.storage import SharedFSStorage
 from detlite.testing import make_fake_plugins
 from detlite.testing.fake import STATE_FILE, LinearTrial, linear_config, linear_hparams
-from tests.master.conftest import LiveMaster
+from tests.master.conftest import LiveMaster, live_master, make_settings
 from tests.master.factories import (
     DEFAULT_FILES,
+    ckpt_uuid,
     experiment_config,
     make_checkpoint,
     make_experiment,
@@ -42,6 +44,23 @@ from tests.master.factories import (
     make_validation,
 )
 from tests.storage.conftest import bucket, s3_client, s3_endpoint  # noqa: F401 - fixtures
+
+NO_META, ACTIVE, S3_CKPT = ckpt_uuid("no-meta"), ckpt_uuid("active"), ckpt_uuid("s3-ckpt")
+
+
+@pytest.fixture
+def s3_master(
+    sqlite_url: str,
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811 - fixture
+    bucket: str,  # noqa: F811 - fixture
+) -> Iterator[LiveMaster]:
+    """A master on SQLite whose operator allows the test bucket at the moto endpoint."""
+    from detlite.storage.locations import S3Location
+
+    location = S3Location(bucket=bucket, endpoint_url=s3_endpoint)
+    with live_master(make_settings(sqlite_url, tmp_path, s3_locations=(location,))) as running:
+        yield running
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -204,10 +223,10 @@ def test_download_writes_missing_metadata_and_snake_case(
     with master.db() as db:
         exp = make_experiment(db, storage_path=storage)
         trial = make_trial(db, exp, {"global_batch_size": 4})
-        make_checkpoint(db, trial, 7, files=files, write_to=storage, uuid="no-meta")
-        make_checkpoint(db, trial, 8, state=CheckpointState.ACTIVE, uuid="active")
+        make_checkpoint(db, trial, 7, files=files, write_to=storage, uuid=NO_META)
+        make_checkpoint(db, trial, 8, state=CheckpointState.ACTIVE, uuid=ACTIVE)
     session = Session(master.url, token=master.login("determined"))
-    data = session.get("/api/v1/checkpoints/no-meta")["checkpoint"]
+    data = session.get(f"/api/v1/checkpoints/{NO_META}")["checkpoint"]
     snake = {
         "uuid": data["uuid"],
         "experiment_config": data["experimentConfig"],
@@ -234,13 +253,15 @@ def test_download_writes_missing_metadata_and_snake_case(
     assert meta["experiment_config"] == data["experimentConfig"]
     assert Checkpoint.load_from_path(target, plugins=make_fake_plugins()) == {"a": 1.0, "b": 2.0}
 
-    active = Checkpoint.from_json(session.get("/api/v1/checkpoints/active")["checkpoint"], session)
+    active = Checkpoint.from_json(
+        session.get(f"/api/v1/checkpoints/{ACTIVE}")["checkpoint"], session
+    )
     with pytest.raises(CheckpointError, match="STATE_ACTIVE"):
         active.download(tmp_path / "active")
 
 
 def test_s3_download_and_files_endpoint(
-    sqlite_master: LiveMaster,
+    s3_master: LiveMaster,
     tmp_path: Path,
     s3_endpoint: str,  # noqa: F811 - fixture
     s3_client: Any,  # noqa: F811 - fixture
@@ -251,32 +272,34 @@ def test_s3_download_and_files_endpoint(
     from detlite.config.storage import S3StorageConfig
     from detlite.storage import S3Storage
 
-    master = sqlite_master
+    master = s3_master
     storage_cfg = {"type": "s3", "bucket": bucket, "endpoint_url": s3_endpoint}
     source = tmp_path / "src"
     source.mkdir()
     for name, data in DEFAULT_FILES.items():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(data)
-    records = S3Storage(S3StorageConfig(**storage_cfg)).upload(source, "s3-ckpt")
+    records = S3Storage(S3StorageConfig(**storage_cfg)).upload(source, S3_CKPT)
     with master.db() as db:
         exp = make_experiment(db, config=experiment_config(checkpoint_storage=storage_cfg))
         trial = make_trial(db, exp)
-        row = make_checkpoint(db, trial, 4, uuid="s3-ckpt")
+        row = make_checkpoint(db, trial, 4, uuid=S3_CKPT)
         row.files = {k: {"size": v.size, "sha256": v.sha256} for k, v in records.items()}
         db.commit()
     session = Session(master.url, token=master.login("determined"))
-    ckpt = Checkpoint.from_json(session.get("/api/v1/checkpoints/s3-ckpt")["checkpoint"], session)
+    ckpt = Checkpoint.from_json(
+        session.get(f"/api/v1/checkpoints/{S3_CKPT}")["checkpoint"], session
+    )
     target = Path(ckpt.download(tmp_path / "dl"))
     assert {k: v for k, v in _tree(target).items() if k != "metadata.json"} == _tree(source)
     assert json.loads((target / "metadata.json").read_text())["batches_trained"] == 4
-    answer = session.request("GET", f"/api/v1/checkpoints/s3-ckpt/files/{STATE_FILE}")
+    answer = session.request("GET", f"/api/v1/checkpoints/{S3_CKPT}/files/{STATE_FILE}")
     assert answer.content == DEFAULT_FILES[STATE_FILE]
 
-    s3_client.put_object(Bucket=bucket, Key="s3-ckpt/code/model_def.py", Body=b"# changed!!!\n")
+    s3_client.put_object(Bucket=bucket, Key=f"{S3_CKPT}/code/model_def.py", Body=b"# changed!!!\n")
     with pytest.raises(CorruptCheckpoint, match=r"code/model_def\.py"):
         ckpt.download(tmp_path / "dl2")
     assert not (tmp_path / "dl2").exists()
-    s3_client.delete_object(Bucket=bucket, Key=f"s3-ckpt/{STATE_FILE}")
+    s3_client.delete_object(Bucket=bucket, Key=f"{S3_CKPT}/{STATE_FILE}")
     with pytest.raises(NotFound, match="missing"):
-        session.request("GET", f"/api/v1/checkpoints/s3-ckpt/files/{STATE_FILE}")
+        session.request("GET", f"/api/v1/checkpoints/{S3_CKPT}/files/{STATE_FILE}")

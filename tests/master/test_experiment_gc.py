@@ -12,7 +12,15 @@ from pathlib import Path
 from detlite.api.enums import CheckpointState, ExperimentState
 from detlite.master.orm import Checkpoint, Experiment
 from tests.master.conftest import LiveMaster, assert_error
-from tests.master.factories import experiment_config, make_checkpoint, make_experiment, make_trial
+from tests.master.factories import (
+    ckpt_uuid,
+    experiment_config,
+    make_checkpoint,
+    make_experiment,
+    make_trial,
+)
+
+C20, C40 = ckpt_uuid("c20"), ckpt_uuid("c40")
 
 
 def test_ending_an_experiment_collects_and_deleting_it_removes_every_file(
@@ -34,7 +42,12 @@ def test_ending_an_experiment_collects_and_deleting_it_removes_every_file(
         trial = make_trial(db, exp, state=ExperimentState.PAUSED)
         for batches, metric in [(10, 0.5), (20, 0.2), (30, 0.4), (40, 0.9)]:
             make_checkpoint(
-                db, trial, batches, uuid=f"c{batches}", searcher_metric=metric, write_to=storage
+                db,
+                trial,
+                batches,
+                uuid=ckpt_uuid(f"c{batches}"),
+                searcher_metric=metric,
+                write_to=storage,
             )
         exp.state = ExperimentState.PAUSED
         db.commit()
@@ -46,24 +59,24 @@ def test_ending_an_experiment_collects_and_deleting_it_removes_every_file(
         assert response.status_code == 200, response.text
         assert response.json()["experiment"]["state"] == "STATE_CANCELED"
         # Kept: the trial's best (c20) and latest (c40). Gone: c10 and c30, files and all.
-        assert sorted(p.name for p in storage.iterdir()) == ["c20", "c40"]
+        assert sorted(p.name for p in storage.iterdir()) == sorted([C20, C40])
         with master.db() as db:
             states = {row.uuid: row.state for row in db.query(Checkpoint)}
         assert states == {
-            "c10": CheckpointState.DELETED,
-            "c20": CheckpointState.COMPLETED,
-            "c30": CheckpointState.DELETED,
-            "c40": CheckpointState.COMPLETED,
+            ckpt_uuid("c10"): CheckpointState.DELETED,
+            C20: CheckpointState.COMPLETED,
+            ckpt_uuid("c30"): CheckpointState.DELETED,
+            C40: CheckpointState.COMPLETED,
         }
 
         # Another experiment warm-starts from c20: deleting this one is refused, and no
         # file is touched by the refusal.
         with master.db() as db:
             other = make_experiment(db, config=config)
-            make_trial(db, other, warm_start_checkpoint_uuid="c20")
+            make_trial(db, other, warm_start_checkpoint_uuid=C20)
         refused = client.delete(f"/api/v1/experiments/{exp_id}")
-        assert_error(refused, 409, "warm-starts from its checkpoint c20")
-        assert sorted(p.name for p in storage.iterdir()) == ["c20", "c40"]
+        assert_error(refused, 409, f"warm-starts from its checkpoint {C20}")
+        assert sorted(p.name for p in storage.iterdir()) == sorted([C20, C40])
 
         with master.db() as db:
             db.query(Experiment).filter_by(id=other.id).delete()

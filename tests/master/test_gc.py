@@ -16,11 +16,13 @@ import pytest
 from sqlalchemy.orm import Session
 
 from detlite.api.enums import CheckpointState
-from detlite.errors import APIError, NotFound
+from detlite.errors import NotFound
 from detlite.master import db as master_db
 from detlite.master import gc
 from detlite.master.orm import Checkpoint
+from detlite.storage.locations import S3Location, StorageLocations
 from tests.master.factories import (
+    ckpt_uuid,
     experiment_config,
     make_checkpoint,
     make_experiment,
@@ -39,6 +41,11 @@ def session(migrated_database_url: str) -> Iterator[Session]:
     engine.dispose()
 
 
+def _allowed(tmp_path: Path, default: Path, *s3: Any) -> StorageLocations:
+    """The test master's locations: tmp_path as a shared_fs root, and the given buckets."""
+    return StorageLocations(default=default, shared_fs=(tmp_path,), s3=tuple(s3))
+
+
 def _state(db: Session, uuid: str) -> tuple[CheckpointState, dict[str, Any]]:
     db.expire_all()
     row = db.get(Checkpoint, uuid)
@@ -52,11 +59,12 @@ def test_collect_experiment(session: Session, tmp_path: Path) -> None:
     storage.mkdir()
     exp = make_experiment(db, storage_path=storage)
     other = make_experiment(db, storage_path=storage)
+    allowed = _allowed(tmp_path, tmp_path / "default")
     t1 = make_trial(db, exp)
     t2 = make_trial(db, exp)
 
     def ckpt(trial: Any, batches: int, metric: float | None, **kw: Any) -> str:
-        uuid = f"t{1 if trial is t1 else 2}-{batches}"
+        uuid = ckpt_uuid(f"t{1 if trial is t1 else 2}-{batches}")
         row = make_checkpoint(
             db, trial, batches, uuid=uuid, searcher_metric=metric, write_to=storage, **kw
         )
@@ -74,32 +82,44 @@ def test_collect_experiment(session: Session, tmp_path: Path) -> None:
     ckpt(t2, 30, 0.8)
     ckpt(t2, 50, None, state=CheckpointState.ACTIVE)
     ckpt(t2, 5, None, state=CheckpointState.ERROR)
-    make_model_version(db, db.get(Checkpoint, "t1-10"))  # type: ignore[arg-type]
-    make_trial(db, other, warm_start_checkpoint_uuid="t2-20")
+    make_model_version(db, db.get(Checkpoint, ckpt_uuid("t1-10")))  # type: ignore[arg-type]
+    make_trial(db, other, warm_start_checkpoint_uuid=ckpt_uuid("t2-20"))
 
-    assert gc.collect_experiment(db, exp.id) == ["t1-30", "t2-25"]
-    for uuid in ("t1-30", "t2-25"):
+    assert gc.collect_experiment(db, exp.id, locations=allowed) == [
+        ckpt_uuid("t1-30"),
+        ckpt_uuid("t2-25"),
+    ]
+    for uuid in (ckpt_uuid("t1-30"), ckpt_uuid("t2-25")):
         assert _state(db, uuid) == (CheckpointState.DELETED, {})
         assert not (storage / uuid).exists()
-    survivors = {"t1-10", "t1-20", "t1-40", "t2-10", "t2-20", "t2-30", "t2-50", "t2-5"}
+    survivors = {
+        ckpt_uuid("t1-10"),
+        ckpt_uuid("t1-20"),
+        ckpt_uuid("t1-40"),
+        ckpt_uuid("t2-10"),
+        ckpt_uuid("t2-20"),
+        ckpt_uuid("t2-30"),
+        ckpt_uuid("t2-50"),
+        ckpt_uuid("t2-5"),
+    }
     for uuid in survivors:
         state, files = _state(db, uuid)
         assert state != CheckpointState.DELETED and files
         assert (storage / uuid / "metadata.json").is_file()
     assert sorted(p.name for p in storage.iterdir()) == sorted(survivors)
     # Nothing more to do: a second run deletes nothing.
-    assert gc.collect_experiment(db, exp.id) == []
+    assert gc.collect_experiment(db, exp.id, locations=allowed) == []
 
     # A run interrupted after marking a row DELETED (its files still listed and present)
     # is finished by the next one.
-    row = db.get(Checkpoint, "t1-40")
+    row = db.get(Checkpoint, ckpt_uuid("t1-40"))
     assert row is not None
     row.state = CheckpointState.DELETED
     db.commit()
-    assert (storage / "t1-40").is_dir()
-    assert gc.collect_experiment(db, exp.id) == ["t1-40"]
-    assert _state(db, "t1-40") == (CheckpointState.DELETED, {})
-    assert not (storage / "t1-40").exists()
+    assert (storage / ckpt_uuid("t1-40")).is_dir()
+    assert gc.collect_experiment(db, exp.id, locations=allowed) == [ckpt_uuid("t1-40")]
+    assert _state(db, ckpt_uuid("t1-40")) == (CheckpointState.DELETED, {})
+    assert not (storage / ckpt_uuid("t1-40")).exists()
 
     # Counts of zero keep only registered and warm-start checkpoints.
     exp.config = experiment_config(
@@ -111,10 +131,14 @@ def test_collect_experiment(session: Session, tmp_path: Path) -> None:
         }
     )
     db.commit()
-    assert gc.collect_experiment(db, exp.id) == ["t1-20", "t2-10", "t2-30"]
+    assert gc.collect_experiment(db, exp.id, locations=allowed) == [
+        ckpt_uuid("t1-20"),
+        ckpt_uuid("t2-10"),
+        ckpt_uuid("t2-30"),
+    ]
 
     with pytest.raises(NotFound, match="experiment 9999"):
-        gc.collect_experiment(db, 9999)
+        gc.collect_experiment(db, 9999, locations=allowed)
 
 
 def test_delete_experiment_checkpoints(session: Session, tmp_path: Path) -> None:
@@ -136,24 +160,25 @@ def test_delete_experiment_checkpoints(session: Session, tmp_path: Path) -> None
     ]
     uuids = []
     for i, state in enumerate(states):
-        row = make_checkpoint(db, trial, 10 * (i + 1), state, uuid=f"d-{i}", write_to=storage)
+        row = make_checkpoint(
+            db, trial, 10 * (i + 1), state, uuid=ckpt_uuid(f"d-{i}"), write_to=storage
+        )
         uuids.append(row.uuid)
-    make_model_version(db, db.get(Checkpoint, "d-0"))  # type: ignore[arg-type]
-    make_trial(db, other, warm_start_checkpoint_uuid="d-1")
+    make_model_version(db, db.get(Checkpoint, ckpt_uuid("d-0")))  # type: ignore[arg-type]
+    make_trial(db, other, warm_start_checkpoint_uuid=ckpt_uuid("d-1"))
     # A warm start from within the experiment being deleted does not keep a checkpoint.
-    own_warm.warm_start_checkpoint_uuid = "d-2"
+    own_warm.warm_start_checkpoint_uuid = ckpt_uuid("d-2")
     db.commit()
 
-    with pytest.raises(APIError, match="checkpoint_storage"):
-        gc.delete_experiment_checkpoints(db, exp.id)  # no default root given
-    kept = gc.delete_experiment_checkpoints(db, exp.id, default_root=storage)
-    assert kept == ["d-0", "d-1"]
-    assert sorted(p.name for p in storage.iterdir()) == ["d-0", "d-1"]
-    for uuid in ("d-2", "d-3", "d-4", "d-5"):
+    allowed = _allowed(tmp_path, storage)
+    kept = gc.delete_experiment_checkpoints(db, exp.id, locations=allowed)
+    assert kept == sorted([ckpt_uuid("d-0"), ckpt_uuid("d-1")])
+    assert sorted(p.name for p in storage.iterdir()) == kept
+    for uuid in (ckpt_uuid("d-2"), ckpt_uuid("d-3"), ckpt_uuid("d-4"), ckpt_uuid("d-5")):
         assert _state(db, uuid) == (CheckpointState.DELETED, {})
-    assert _state(db, "d-0")[0] == CheckpointState.COMPLETED
+    assert _state(db, ckpt_uuid("d-0"))[0] == CheckpointState.COMPLETED
     # Idempotent: again, the same checkpoints are kept and nothing else changes.
-    assert gc.delete_experiment_checkpoints(db, exp.id, default_root=storage) == ["d-0", "d-1"]
+    assert gc.delete_experiment_checkpoints(db, exp.id, locations=allowed) == kept
 
 
 def test_deleting_an_experiment_deletes_its_tensorboard_files(
@@ -165,7 +190,12 @@ def test_deleting_an_experiment_deletes_its_tensorboard_files(
     other = make_experiment(db, config=experiment_config())
     kept_exp = make_experiment(db, config=experiment_config())
     registered = make_checkpoint(
-        db, make_trial(db, kept_exp), 10, CheckpointState.COMPLETED, uuid="k-0", write_to=storage
+        db,
+        make_trial(db, kept_exp),
+        10,
+        CheckpointState.COMPLETED,
+        uuid=ckpt_uuid("k-0"),
+        write_to=storage,
     )
     make_model_version(db, registered)
     db.commit()
@@ -174,9 +204,11 @@ def test_deleting_an_experiment_deletes_its_tensorboard_files(
         events.mkdir(parents=True)
         (events / "events.out.tfevents.1.host").write_bytes(b"not empty")
 
-    assert gc.delete_experiment_checkpoints(db, exp.id, default_root=storage) == []
+    allowed = _allowed(tmp_path, storage)
+    assert gc.delete_experiment_checkpoints(db, exp.id, locations=allowed) == []
     # Only the deleted experiment's folder goes; one whose rows stay keeps its files.
-    assert gc.delete_experiment_checkpoints(db, kept_exp.id, default_root=storage) == ["k-0"]
+    kept = gc.delete_experiment_checkpoints(db, kept_exp.id, locations=allowed)
+    assert kept == [ckpt_uuid("k-0")]
     left = sorted(p.name for p in (storage / "tensorboard").iterdir())
     assert left == [f"experiment_{other.id}", f"experiment_{kept_exp.id}"]
 
@@ -201,13 +233,14 @@ def test_collect_experiment_on_s3(
     (source / "state.json").write_text("{}")
     (source / "code" / "m.py").write_text("# m")
     for batches, metric in ((10, 0.5), (20, 0.9), (30, 0.7)):
-        uuid = f"s3-{batches}"
+        uuid = ckpt_uuid(f"s3-{batches}")
         records = s3.upload(source, uuid)
         row = make_checkpoint(db, trial, batches, uuid=uuid, searcher_metric=metric)
         row.files = {k: {"size": v.size, "sha256": v.sha256} for k, v in records.items()}
         db.commit()
     # Best is 10, latest is 30: 20 goes.
-    assert gc.collect_experiment(db, exp.id) == ["s3-20"]
+    allowed = _allowed(tmp_path, tmp_path, S3Location(bucket=bucket, endpoint_url=s3_endpoint))
+    assert gc.collect_experiment(db, exp.id, locations=allowed) == [ckpt_uuid("s3-20")]
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])}
-    assert {k.split("/")[0] for k in keys} == {"s3-10", "s3-30"}
-    assert _state(db, "s3-20") == (CheckpointState.DELETED, {})
+    assert {k.split("/")[0] for k in keys} == {ckpt_uuid("s3-10"), ckpt_uuid("s3-30")}
+    assert _state(db, ckpt_uuid("s3-20")) == (CheckpointState.DELETED, {})

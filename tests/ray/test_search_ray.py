@@ -52,6 +52,7 @@ def ray_master(tmp_path: Path, rm: Any) -> Iterator[tuple[LiveMaster, httpx.Clie
     settings = Settings(
         db_url=f"sqlite:///{tmp_path / 'master.db'}",
         storage_path=tmp_path / "checkpoints",
+        storage_roots=(tmp_path,),  # the experiments keep checkpoints in tmp_path / "ckpt"
         port=0,
         scheduler_tick=0.1,
         stop_grace=5,

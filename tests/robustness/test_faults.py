@@ -126,6 +126,7 @@ class MasterProcess:
         log = open(self.work / f"master-{self.starts}.log", "wb")  # noqa: SIM115
         command = [sys.executable, "-m", "detlite", "master", "--port", str(self.port)]
         command += ["--db", self.db_url, "--storage", str(self.work / "checkpoints")]
+        command += ["--allow-shared-fs", str(self.work / "storage")]  # the experiment's storage
         command += ["--slots", "2"]
         env = {**os.environ, "XDG_DATA_HOME": str(self.work / "xdg")}
         self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

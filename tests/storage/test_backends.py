@@ -194,7 +194,9 @@ def test_exists_and_delete(subject: Subject, src: Path, tmp_path: Path) -> None:
     assert not storage.exists(ID)
     storage.upload(src, ID)
     assert storage.exists(ID)
-    assert not storage.exists(ID[:-1])  # a prefix of an id is another id
+    assert not storage.exists(ID[:-1] + "2")  # an id sharing all but one digit is another
+    with pytest.raises(ValueError, match="canonical form"):
+        storage.exists(ID[:-1])  # not a uuid: refused, never looked up
     storage.delete(ID)
     assert not storage.exists(ID)
     storage.delete(ID)  # missing is fine
@@ -204,10 +206,11 @@ def test_exists_and_delete(subject: Subject, src: Path, tmp_path: Path) -> None:
 
 
 def test_delete_leaves_other_checkpoints(subject: Subject, src: Path) -> None:
-    subject.storage.upload(src, "aaa")
-    subject.storage.upload(src, "aaab")
-    subject.storage.delete("aaa")
-    assert subject.storage.exists("aaab")
+    near = ID[:-1] + "2"  # an id sharing all but the last digit (a key prefix on S3)
+    subject.storage.upload(src, ID)
+    subject.storage.upload(src, near)
+    subject.storage.delete(ID)
+    assert subject.storage.exists(near)
 
 
 def test_stored_checkpoints_are_immutable(
@@ -217,12 +220,17 @@ def test_stored_checkpoints_are_immutable(
         subject.storage.upload(src, ID)
 
 
-@pytest.mark.parametrize("bad", ["", "..", "../escape", "a/b", ".hidden", "a\\b"])
-def test_storage_ids_must_be_one_plain_component(subject: Subject, src: Path, bad: str) -> None:
-    with pytest.raises(ValueError, match="invalid storage id"):
+@pytest.mark.parametrize(
+    "bad",
+    ["", "..", "../escape", "a/b", ".hidden", "a\\b", "etc", "tensorboard", ID.upper(), ID[:-1]],
+)
+def test_storage_ids_must_be_canonical_uuids(subject: Subject, src: Path, bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid checkpoint uuid"):
         subject.storage.upload(src, bad)
-    with pytest.raises(ValueError, match="invalid storage id"):
+    with pytest.raises(ValueError, match="invalid checkpoint uuid"):
         subject.storage.exists(bad)
+    with pytest.raises(ValueError, match="invalid checkpoint uuid"):
+        subject.storage.delete(bad)
 
 
 def test_a_failed_upload_leaves_no_checkpoint(subject: Subject, src: Path) -> None:

@@ -186,6 +186,7 @@ def searched_master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Search
     settings = Settings(
         db_url=f"sqlite:///{tmp / 'master.db'}",
         storage_path=tmp / "checkpoints",
+        storage_roots=(tmp,),  # the experiments keep checkpoints in tmp / "ckpt"
         port=0,
         scheduler_tick=0.1,
         stop_grace=5,

@@ -10,7 +10,10 @@
 - ``record_checkpoint`` / ``finish_checkpoint`` are the worker's reports. Re-sending the same
   report is a no-op (a worker retries after a lost answer); a different report for the same
   uuid, or an illegal state change, is a Conflict. Only ACTIVE -> COMPLETED and
-  ACTIVE -> ERROR are transitions a worker may make; DELETED is garbage collection's.
+  ACTIVE -> ERROR are transitions a worker may make; DELETED is garbage collection's. A
+  reported uuid must be a UUID in canonical form (400 otherwise, nothing written): it names
+  the checkpoint's directory or key prefix in storage, so ``etc`` or ``tensorboard`` must
+  never pass for one.
 - A checkpoint is linked to the validation at the same trial and batch count (the latest
   such row, after restarts) when it is recorded or completed; ``link_validation`` does the
   reverse for a validation reported after the checkpoint, and the metrics router should
@@ -37,6 +40,7 @@ from detlite.master.queries.users import require_owner_or_admin
 from detlite.master.schemas import checkpoints as schemas
 from detlite.master.schemas.common import OrderBy, Pagination, paginate
 from detlite.storage._files import check_relpath
+from detlite.storage._paths import check_uuid
 
 __all__ = [
     "CheckpointSortBy",
@@ -119,7 +123,10 @@ def searcher_metric_of(config: Mapping[str, Any], metrics: Mapping[str, Any]) ->
     value = metrics.get(name) if isinstance(name, str) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer past a double's range, stored by an older master
+        return None
     # JSON has no infinity; an infinite loss is as good as no metric for sorting.
     return None if math.isinf(value) else value
 
@@ -328,6 +335,10 @@ def _report_of(row: Checkpoint) -> dict[str, Any]:
 
 def record_checkpoint(db: Session, user: User, body: schemas.ReportCheckpointRequest) -> Checkpoint:
     """Record a checkpoint a trial worker saved (or started saving); see the module doc."""
+    try:
+        check_uuid(body.uuid)  # it names a directory or a key prefix in storage
+    except ValueError as exc:
+        raise APIError(f"uuid: {exc}", status=400) from None
     if body.state not in (CheckpointState.ACTIVE, CheckpointState.COMPLETED):
         raise APIError(
             f"state: a new checkpoint is STATE_ACTIVE or STATE_COMPLETED, not {body.state.value}",

@@ -15,7 +15,16 @@ Routes (Determined's v1 paths, plus the worker's reports and file access):
   streamed from the experiment's checkpoint storage (API.md improvement 11: a client without
   the shared filesystem downloads through the master). Only paths in the checkpoint's
   recorded ``files`` are served, which also rules out ``..`` and absolute paths; the client
-  verifies the bytes against the recorded sha256.
+  verifies the bytes against the recorded sha256. The storage must be among the locations
+  the master allows now (503 otherwise, nothing opened or contacted); a shared_fs file is
+  opened through ``detlite.storage._paths`` (a link anywhere below the allowed root is
+  refused, 503), an s3 one by its checked key. The request's database session is closed
+  before storage is touched, and its admission slot is given back once the answer starts
+  (``detlite.master._limits``): a client that reads slowly, or stops reading, holds neither.
+
+Checkpoint uuids are UUIDs in canonical form (lower-case 8-4-4-4-12). On every route that
+takes one in its path, another spelling is answered before anything is read or written:
+404 on a GET (no such checkpoint can exist), 400 on a POST or PATCH.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from detlite.master.queries import checkpoints as queries
 from detlite.master.queries.checkpoints import CheckpointSortBy, TrialCheckpointSortBy
 from detlite.master.routers.experiments import ExperimentId
 from detlite.master.routers.trials import TrialId
+from detlite.master.schemas._values import Limit, Offset
 from detlite.master.schemas.checkpoints import (
     CheckpointResponse,
     GetCheckpointsResponse,
@@ -47,8 +57,9 @@ from detlite.master.schemas.checkpoints import (
     ReportCheckpointRequest,
 )
 from detlite.master.schemas.common import OrderBy, parse_enum
-from detlite.storage import S3Storage, SharedFSStorage
-from detlite.storage._files import CHUNK_SIZE
+from detlite.storage import S3Storage, SharedFSStorage, StorageError
+from detlite.storage._files import CHUNK_SIZE, check_relpath
+from detlite.storage._paths import check_uuid
 
 __all__ = ["router"]
 
@@ -85,9 +96,18 @@ def _parse_order(value: str | None) -> OrderBy:
     return OrderBy.ASC if order == OrderBy.UNSPECIFIED else order
 
 
+def _checked_uuid(uuid: str, *, reading: bool) -> str:
+    try:
+        return check_uuid(uuid)
+    except ValueError as exc:
+        if reading:
+            raise NotFound(f"checkpoint not found: {exc}") from None
+        raise APIError(f"uuid: {exc}", status=400) from None
+
+
 @router.get("/api/v1/checkpoints/{uuid}")
 def get_checkpoint(uuid: str, db: DbSession) -> CheckpointResponse:
-    row = queries.get_checkpoint(db, uuid)
+    row = queries.get_checkpoint(db, _checked_uuid(uuid, reading=True))
     return CheckpointResponse(checkpoint=queries.checkpoint_wire(db, row))
 
 
@@ -96,7 +116,7 @@ def post_checkpoint_metadata(
     uuid: str, db: DbSession, user: CurrentUser, body: PostCheckpointMetadataRequest
 ) -> CheckpointResponse:
     """Replace the checkpoint's metadata (the experiment's owner or an admin)."""
-    row = queries.get_checkpoint(db, uuid)
+    row = queries.get_checkpoint(db, _checked_uuid(uuid, reading=False))
     experiment = db.get(Experiment, row.experiment_id)
     assert experiment is not None
     queries.require_owner(user, experiment, f"change the metadata of checkpoint {uuid!r}")
@@ -111,8 +131,8 @@ def get_experiment_checkpoints(
     db: DbSession,
     sort_by: str | None = None,
     order_by: str | None = None,
-    offset: int = 0,
-    limit: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
+    limit: Limit = 0,
     states: _StateList = [],  # noqa: B006 - FastAPI copies query defaults
     validation_states: _StateList = [],  # noqa: B006
 ) -> GetCheckpointsResponse:
@@ -131,8 +151,8 @@ def get_trial_checkpoints(
     db: DbSession,
     sort_by: str | None = None,
     order_by: str | None = None,
-    offset: int = 0,
-    limit: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
+    limit: Limit = 0,
     states: _StateList = [],  # noqa: B006 - FastAPI copies query defaults
     validation_states: _StateList = [],  # noqa: B006
 ) -> GetCheckpointsResponse:
@@ -186,7 +206,7 @@ def patch_checkpoint(
     uuid: str, db: DbSession, user: CurrentUser, body: PatchCheckpointRequest
 ) -> CheckpointResponse:
     """Finish an ACTIVE checkpoint: COMPLETED (with its files) or ERROR."""
-    row = queries.get_checkpoint(db, uuid)
+    row = queries.get_checkpoint(db, _checked_uuid(uuid, reading=False))
     queries.finish_checkpoint(db, user, row, body)
     db.commit()
     return CheckpointResponse(checkpoint=queries.checkpoint_wire(db, row))
@@ -215,14 +235,15 @@ def _missing(uuid: str, path: str, where: str) -> NotFound:
 def _open_stored(storage: StorageBackend, uuid: str, path: str) -> Iterator[bytes]:
     """An iterator over the stored bytes of ``path``, opened now (so errors come now)."""
     if isinstance(storage, SharedFSStorage):
-        target = storage.path_for(uuid).joinpath(*path.split("/"))
         try:
-            fh: BinaryIO = open(target, "rb")  # noqa: SIM115 - closed by _chunks
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            fh: BinaryIO = storage.open(uuid, path)
+        except (FileNotFoundError, NotADirectoryError):
             raise _missing(uuid, path, str(storage.path_for(uuid))) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {storage.path_for(uuid)}/{path}: {exc}") from None
         return _chunks(fh)
     if isinstance(storage, S3Storage):
-        key = f"{storage.base_key(uuid)}/{path}"
+        key = storage.key_for(uuid, path)
         try:
             body = storage.client.get_object(Bucket=storage.bucket, Key=key)["Body"]
         except Exception as exc:
@@ -252,7 +273,7 @@ def _open_stored(storage: StorageBackend, uuid: str, path: str) -> Iterator[byte
 @router.get("/api/v1/checkpoints/{uuid}/files/{path:path}")
 def get_checkpoint_file(uuid: str, path: str, db: DbSession, request: Request) -> StreamingResponse:
     """Stream one recorded file of a COMPLETED checkpoint from checkpoint storage."""
-    row = queries.get_checkpoint(db, uuid)
+    row = queries.get_checkpoint(db, _checked_uuid(uuid, reading=True))
     if row.state != CheckpointState.COMPLETED:
         raise Conflict(
             f"checkpoint {uuid!r} is {row.state.value}: only a COMPLETED checkpoint's files "
@@ -263,9 +284,15 @@ def get_checkpoint_file(uuid: str, path: str, db: DbSession, request: Request) -
         raise NotFound(f"checkpoint {uuid!r} has no file {path!r}")
     experiment = db.get(Experiment, row.experiment_id)
     assert experiment is not None
-    default_root = get_state(request).settings.storage_path
+    config = experiment.config
+    # All the database has to say is read: give its connection back before storage is
+    # touched (another backend downloads the whole checkpoint first) and long before the
+    # client has read the file (the session's own scope ends when this returns, too).
+    db.close()
+    locations = get_state(request).settings.storage_locations
     try:
-        storage = gc.storage_for(experiment.config, default_root)
+        check_relpath(path, f"checkpoint {uuid!r}")
+        storage = gc.storage_for(config, locations)
         chunks = _open_stored(storage, uuid, path)
     except APIError:
         raise

@@ -31,11 +31,24 @@ from fastapi import APIRouter, Path, Query, Request
 
 from detlite.api.enums import ExperimentState
 from detlite.config import ExperimentConfig, parse_config_yaml
-from detlite.errors import APIError, DetliteError, InvalidExperiment
+from detlite.errors import (
+    APIError,
+    CheckpointError,
+    ConfigProblem,
+    DetliteError,
+    InvalidExperiment,
+    InvalidExperimentConfig,
+    StorageNotAllowed,
+)
 from detlite.master import context_archive, gc
 from detlite.master.deps import CurrentUser, DbSession, get_state
 from detlite.master.queries import experiments as queries
-from detlite.master.scheduler.defaults import check_storage_reachable, with_default_storage
+from detlite.master.scheduler.defaults import (
+    check_storage_allowed,
+    check_storage_reachable,
+    with_default_storage,
+)
+from detlite.master.schemas._values import Limit, Offset, QueryItem, QueryText, config_problems
 from detlite.master.schemas.common import OrderBy, parse_enum
 from detlite.master.schemas.experiments import (
     CreateExperimentRequest,
@@ -76,6 +89,11 @@ def _load_config(config: str | dict[str, Any]) -> ExperimentConfig:
     # YAML text is parsed here, never handed to load_config as a str: that would read a
     # file on the master if the text happened to name one.
     data = parse_config_yaml(config) if isinstance(config, str) else config
+    # What the master stores keeps the value rules of schemas._values (YAML text can
+    # carry a NaN, a NUL or a lone surrogate that a JSON body could not).
+    problems = config_problems(data)
+    if problems:
+        raise InvalidExperimentConfig(ConfigProblem(path, message) for path, message in problems)
     return get_plugins().load_config(data)
 
 
@@ -132,8 +150,10 @@ def create_experiment(
     """Create an experiment from a config and its context (or only validate them)."""
     config = _load_config(body.config)
     # Workers need to know where checkpoints go: the master's storage unless the config says.
-    config = with_default_storage(config, get_state(request).settings.storage_path)
+    settings = get_state(request).settings
+    config = with_default_storage(config, settings.storage_path)
     check_storage_reachable(config)
+    check_storage_allowed(config, settings.storage_locations)
     archive = _context_of(body)
     if body.validate_only:
         return CreateExperimentResponse(experiment=None, config=config.to_dict())
@@ -149,14 +169,14 @@ def get_experiments(
     db: DbSession,
     sort_by: str = "SORT_BY_UNSPECIFIED",
     order_by: str = "ORDER_BY_UNSPECIFIED",
-    offset: int = 0,
-    limit: int = 0,
+    offset: Offset = 0,
+    limit: Limit = 0,
     states: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     archived: bool | None = None,
-    users: Annotated[list[str], Query()] = [],  # noqa: B006
-    labels: Annotated[list[str], Query()] = [],  # noqa: B006
-    description: str = "",
-    name: str = "",
+    users: Annotated[list[QueryItem], Query()] = [],  # noqa: B006
+    labels: Annotated[list[QueryItem], Query()] = [],  # noqa: B006
+    description: QueryText = "",
+    name: QueryText = "",
 ) -> GetExperimentsResponse:
     try:
         sort = parse_enum(queries.ExperimentSortBy, sort_by, "SORT_BY_")
@@ -223,7 +243,8 @@ def collect_if_ended(request: Request, db: DbSession, experiment_id: int) -> Non
     if not row.state.terminal:
         return
     try:
-        gc.collect_experiment(db, row.id, default_root=get_state(request).settings.storage_path)
+        locations = get_state(request).settings.storage_locations
+        gc.collect_experiment(db, row.id, locations=locations)
     except DetliteError as exc:
         logger.warning("checkpoint GC of experiment %d failed: %s", row.id, exc)
 
@@ -305,12 +326,22 @@ def delete_experiment(
     """Delete an ended experiment with its trials, metrics, logs, checkpoint rows and files.
 
     The files go first, each checkpoint marked DELETED as its files go: a failure part-way
-    leaves the experiment with some checkpoints DELETED, and deleting again finishes."""
+    leaves the experiment with some checkpoints DELETED, and deleting again finishes. A
+    storage failure, or storage outside the locations this master allows now, answers 503
+    with the reason and deletes no row: a retry (once storage is back) finishes the job."""
     row = queries.get_experiment(db, experiment_id)
     queries.require_owner(user, row, "delete")
     queries.ensure_deletable(db, row)
-    root = get_state(request).settings.storage_path
-    gc.delete_experiment_checkpoints(db, row.id, default_root=root)
+    locations = get_state(request).settings.storage_locations
+    try:
+        gc.delete_experiment_checkpoints(db, row.id, locations=locations)
+    except (CheckpointError, StorageNotAllowed) as exc:
+        db.rollback()
+        raise APIError(
+            f"experiment {experiment_id} was not deleted, its checkpoint storage cannot be "
+            f"cleaned up: {exc} (the checkpoints are kept; delete again once it is fixed)",
+            status=503,
+        ) from None
     queries.delete_experiment(db, queries.get_experiment(db, experiment_id))
     db.commit()
     return {}

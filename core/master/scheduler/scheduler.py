@@ -260,14 +260,10 @@ class Scheduler:
                     f"trial {trial.id} has no VALIDATE_AFTER operation of length {length} "
                     f"outstanding (the next one is {expected})"
                 )
-            config = self.config(experiment)
             if metric is None:
-                if config.searcher_metric is not None:
-                    raise APIError(
-                        f"searcherMetric is required: the searcher compares trials by "
-                        f"{config.searcher_metric!r}",
-                        status=400,
-                    )
+                # No result (the validation diverged to NaN or infinity, or lacked the
+                # metric): every searcher ranks NaN as the worst possible value, so the
+                # trial goes on being scheduled instead of failing the experiment.
                 metric = float("nan")
             head = pending.pop(0)
             trial.pending_ops = pending
@@ -328,7 +324,7 @@ class Scheduler:
         self._configs.pop(experiment_id, None)
         with self._session() as db:
             try:
-                gc.collect_experiment(db, experiment_id, default_root=self.settings.storage_path)
+                gc.collect_experiment(db, experiment_id, locations=self.settings.storage_locations)
             except DetliteError as exc:
                 logger.warning("checkpoint GC of experiment %d failed: %s", experiment_id, exc)
 
