@@ -13,6 +13,15 @@ rank, level and time. Two sources feed it once ``install()`` has run:
   viewer showed them). Output written straight to file descriptors 1 and 2 (a
   subprocess, C code) reaches the console but is not shipped.
 
+Sizes: the master refuses a log line over ``MAX_LINE_CHARS`` characters and a request body
+over 16 MiB (``REPORT_BODY_LIMIT`` of ``detlite.master._limits``, with a 413 that would lose
+the whole batch). A batch therefore also ends before its JSON passes ``MAX_BATCH_BYTES``
+(8 MiB, as ``MasterClient`` encodes it: ``json.dumps``, ASCII), and a line is cut to fit both
+limits: a line over ``MAX_LINE_CHARS`` characters, or one whose JSON alone would pass
+``MAX_BATCH_BYTES`` (up to 12 bytes a character once escaped), ships as its beginning
+followed by ``[detlite: line cut: N of M characters shipped]``, the whole at most
+``MAX_LINE_CHARS`` characters.
+
 Decisions: the queue is bounded (``max_queued`` lines); when the master is away for long
 the newest lines are dropped and a line saying how many were lost is shipped once it is
 back, so a chatty trial cannot exhaust memory. A failed post is retried by ``MasterClient``
@@ -27,6 +36,7 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import io
+import json
 import logging
 import queue
 import sys
@@ -37,10 +47,17 @@ from typing import IO, Any, TextIO
 
 from detlite.errors import APIError
 
-__all__ = ["MAX_LINE_CHARS", "LogShipper", "ShipHandler", "TeeStream"]
+__all__ = ["MAX_BATCH_BYTES", "MAX_LINE_CHARS", "LogShipper", "ShipHandler", "TeeStream"]
 
-#: The master's limit on one log message.
+#: The master's limit on one log message, in characters.
 MAX_LINE_CHARS = 1_000_000
+#: The most JSON one post carries: half the master's 16 MiB cap on a report's body.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+
+#: ``{"logs": [`` and ``]}`` around the entries, which are separated by ``", "``.
+_ENVELOPE_BYTES = len(json.dumps({"logs": []}))
+_SEPARATOR_BYTES = 2
+_Entry = dict[str, Any]
 
 
 class LogShipper:
@@ -63,7 +80,10 @@ class LogShipper:
         self.rank = rank
         self.batch_size = batch_size
         self.interval = interval
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max_queued)
+        self._queue: queue.Queue[_Entry] = queue.Queue(maxsize=max_queued)
+        # A line taken from the queue that did not fit in the batch being made: the next
+        # batch's first, with its encoded size.
+        self._held: tuple[_Entry, int] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -78,8 +98,12 @@ class LogShipper:
     def ship(self, message: str, level: str | None = None, *, when: float | None = None) -> None:
         """Queue one line (a message without its trailing newline)."""
         stamp = dt.datetime.fromtimestamp(time.time() if when is None else when, dt.timezone.utc)
+        if len(message) > MAX_LINE_CHARS:
+            # A marker naming fewer kept characters is no longer, so the line stays in bounds.
+            marker = _cut_marker(MAX_LINE_CHARS, len(message))
+            message = _cut(message, MAX_LINE_CHARS - len(marker))
         entry = {
-            "message": message[:MAX_LINE_CHARS],
+            "message": message,
             "level": level,
             "rank": self.rank,
             "timestamp": stamp.isoformat(),
@@ -136,24 +160,30 @@ class LogShipper:
     def _drain(self, deadline: float | None) -> None:
         """Post everything queued now, in batches."""
         while True:
-            batch: list[dict[str, Any]] = []
+            batch: list[_Entry] = []
+            size = _ENVELOPE_BYTES
             with self._lock:
                 lost, self.dropped = self.dropped, 0
             if lost:
-                batch.append(
-                    {
-                        "message": f"[detlite] {lost} log lines were dropped: the master could "
-                        "not be reached for long enough that the queue filled up",
-                        "level": "WARNING",
-                        "rank": self.rank,
-                        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(),
-                    }
-                )
+                notice = {
+                    "message": f"[detlite] {lost} log lines were dropped: the master could "
+                    "not be reached for long enough that the queue filled up",
+                    "level": "WARNING",
+                    "rank": self.rank,
+                    "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(),
+                }
+                batch.append(notice)
+                size += _encoded_size(notice)
             while len(batch) < self.batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
+                entry = self._next()
+                if entry is None:
                     break
+                added = entry[1] + (_SEPARATOR_BYTES if batch else 0)
+                if batch and size + added > MAX_BATCH_BYTES:
+                    self._held = entry  # it starts the next batch
+                    break
+                batch.append(entry[0])
+                size += added
             if not batch:
                 return
             try:
@@ -169,6 +199,58 @@ class LogShipper:
                 )
             if deadline is not None and time.monotonic() > deadline:
                 return
+
+    def _next(self) -> tuple[_Entry, int] | None:
+        """The next line to post and its size as JSON, cut to fit one batch; None if none."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            return held
+        try:
+            entry = self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        return _fitted(entry)
+
+
+def _encoded_size(value: Any) -> int:
+    # As MasterClient's requests encodes a body: json.dumps's defaults, all ASCII.
+    return len(json.dumps(value))
+
+
+def _fitted(entry: _Entry) -> tuple[_Entry, int]:
+    """``entry`` and its JSON's size, its message cut if it would not fit in a batch alone."""
+    size = _encoded_size(entry)
+    budget = MAX_BATCH_BYTES - _ENVELOPE_BYTES
+    if size <= budget:
+        return entry, size
+    message: str = entry["message"]
+    rest = size - _encoded_size(message)  # the entry without its message
+
+    def fits(text: str) -> bool:
+        return rest + _encoded_size(text) <= budget
+
+    entry = {**entry, "message": _cut(message, _longest(message, fits))}
+    return entry, _encoded_size(entry)
+
+
+def _cut(message: str, kept: int) -> str:
+    return message[:kept] + _cut_marker(kept, len(message))
+
+
+def _cut_marker(kept: int, total: int) -> str:
+    return f" [detlite: line cut: {kept} of {total} characters shipped]"
+
+
+def _longest(message: str, fits: Callable[[str], bool]) -> int:
+    """The most characters of ``message`` that, followed by their cut marker, ``fits``."""
+    low, high = 0, len(message)  # fits(_cut(message, low)) holds; the marker is short
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(_cut(message, middle)):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 class ShipHandler(logging.Handler):

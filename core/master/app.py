@@ -6,7 +6,10 @@ at shutdown, stops it (workers are asked to checkpoint and stop) and disposes of
 ``resource_manager`` replaces the one the settings name (tests, embedders). When the
 master listens on port 0, the first request tells the scheduler the port it got, since
 workers need the master's address. Every route needs a token unless marked public (see
-``detlite.master.deps``); every error has the shape in ``detlite.master.errors``; the OpenAPI
+``detlite.master.deps``), and the token is checked before the body is read; bodies are capped
+and timed, and requests wait for a slot only once their body is in
+(``detlite.master._limits``); every answer carries the security headers of
+``detlite.master._headers``; every error has the shape in ``detlite.master.errors``; the OpenAPI
 document is at ``/openapi.json`` (and the interactive docs at ``/docs``), both public.
 The web UI is at ``/`` (``routers.ui``: public files; its data comes through the API, with
 the endpoints of ``routers.ui_api``).
@@ -27,7 +30,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from detlite import __version__
 from detlite.interfaces import ResourceManager
 from detlite.master import db
-from detlite.master._limits import ConcurrencyLimit
+from detlite.master._headers import SecurityHeaders
+from detlite.master._limits import Admission
 from detlite.master.deps import MasterState, authenticate
 from detlite.master.errors import install_error_handlers, openapi_error_responses
 from detlite.master.routers import ROUTERS, ui, ui_api
@@ -93,13 +97,21 @@ def create_app(
         lifespan=lifespan,
         dependencies=[Depends(authenticate)],
     )
+    routers = (*ROUTERS, ui_api.router, ui.router)
+    # Token before body, body under a cap and a clock, then a slot (detlite.master._limits).
+    # Added first, it runs inside the error middleware, which turns its bugs into the error
+    # shape; outermost, the security headers reach every answer, refusals included.
+    app.add_middleware(
+        Admission,
+        routes=lambda: [route for router in routers for route in router.routes],
+        master_of=lambda: app.state.master,
+    )
     install_error_handlers(app)
     app.add_middleware(_LearnAddress, scheduler_of=lambda: getattr(app.state, "scheduler", None))
-    app.add_middleware(ConcurrencyLimit)  # see detlite.master._limits: no pool deadlock
-    for router in ROUTERS:
-        app.include_router(router)
-    app.include_router(ui_api.router)
-    app.include_router(ui.router)  # the web UI's page and files (public: they hold no data)
+    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(SecurityHeaders, no_csp=[path for path in docs if path])
+    for router in routers:
+        app.include_router(router)  # ui.router: the web UI's page and files (public, no data)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -4,6 +4,13 @@ Authentication is on by default: ``create_app`` installs ``authenticate`` as an 
 dependency, so every route added later needs a valid token unless its endpoint is marked
 with ``@public`` (login and health are). Endpoints that need the user declare
 ``user: CurrentUser`` (or ``AdminUser``); the token is checked once per request.
+
+The master's admission middleware (``detlite.master._limits``) checks the token before it
+reads a request's body, with ``check_token``, and leaves the id of the token it accepted in
+the request's state under ``CHECKED_TOKEN``; ``authenticate`` then loads that row by its id
+instead of looking the token up again, and checks its validity once more (a long upload may
+outlive it). Without the middleware (an app built another way) ``authenticate`` does the
+whole check itself.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Annotated, Any, TypeVar, cast
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from detlite.errors import Forbidden, Unauthenticated
 from detlite.master.orm import Token, User, utcnow
@@ -23,12 +30,15 @@ from detlite.master.queries import users as user_queries
 from detlite.master.settings import Settings
 
 __all__ = [
+    "AUTHENTICATION_REQUIRED",
+    "CHECKED_TOKEN",
     "AdminUser",
     "CurrentToken",
     "CurrentUser",
     "DbSession",
     "MasterState",
     "authenticate",
+    "check_token",
     "get_db",
     "get_state",
     "is_public",
@@ -36,6 +46,10 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+#: The key, in a request's ``scope["state"]``, of the id of the token the admission
+#: middleware has checked for this request.
+CHECKED_TOKEN = "detlite.checked_token_id"
 _PUBLIC_ENDPOINTS: set[Callable[..., Any]] = set()
 
 
@@ -53,12 +67,20 @@ def get_state(request: Request) -> MasterState:
 
 
 def get_db(request: Request) -> Iterator[Session]:
-    """One session per request; handlers commit what they change, the rest rolls back."""
+    """One session per request; handlers commit what they change, the rest rolls back.
+
+    ``DbSession`` gives it the scope of the endpoint function: the session is closed, and its
+    pooled connection returned, once the handler has returned and its answer is serialized,
+    before a byte of that answer is sent. A client that reads its answer slowly (a streamed
+    checkpoint file) therefore never holds a database connection, and admission can give the
+    request's slot back as soon as the answer starts (``detlite.master._limits``). A handler
+    reads everything it needs before it returns; a streamed body must not use the session.
+    """
     with get_state(request).sessionmaker() as session:
         yield session
 
 
-DbSession = Annotated[Session, Depends(get_db)]
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
 
 
 def public(endpoint: _F) -> _F:
@@ -71,7 +93,26 @@ def is_public(endpoint: Callable[..., Any]) -> bool:
     return endpoint in _PUBLIC_ENDPOINTS
 
 
+AUTHENTICATION_REQUIRED = "authentication required: send 'Authorization: Bearer <token>'"
+
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/auth/login")
+
+
+def check_token(db: Session, token: str) -> Token:
+    """The valid token row of ``token`` (the raw bearer value), with its user.
+
+    401 when it is unknown, expired or revoked; 403 when its user is inactive."""
+    return _valid(user_queries.find_token(db, token))
+
+
+def _valid(token: Token | None) -> Token:
+    if token is None or not token.valid_at(utcnow()):
+        raise Unauthenticated(
+            "the token is invalid, expired or revoked: log in again (detlite user login)"
+        )
+    if not token.user.active:
+        raise Forbidden(f"user {token.user.username!r} is inactive")
+    return token
 
 
 def authenticate(
@@ -82,16 +123,13 @@ def authenticate(
     """The request's valid token; None on public endpoints. 401 without one, 403 if inactive."""
     if is_public(request.scope["endpoint"]):
         return None
+    checked = request.scope.get("state", {}).get(CHECKED_TOKEN)
+    if isinstance(checked, int):
+        # The middleware found this token valid before the body came; load it by id.
+        return _valid(db.get(Token, checked, options=[joinedload(Token.user)]))
     if credentials is None:
-        raise Unauthenticated("authentication required: send 'Authorization: Bearer <token>'")
-    token = user_queries.find_token(db, credentials.credentials)
-    if token is None or not token.valid_at(utcnow()):
-        raise Unauthenticated(
-            "the token is invalid, expired or revoked: log in again (detlite user login)"
-        )
-    if not token.user.active:
-        raise Forbidden(f"user {token.user.username!r} is inactive")
-    return token
+        raise Unauthenticated(AUTHENTICATION_REQUIRED)
+    return check_token(db, credentials.credentials)
 
 
 def _current_token(token: Annotated[Token | None, Depends(authenticate)]) -> Token:

@@ -4,6 +4,14 @@ The database is opened and migrated before uvicorn starts, so a wrong URL or an 
 PostgreSQL is one clear error instead of a traceback from inside the server. Ctrl-C (SIGINT)
 or SIGTERM stops it gracefully: requests in flight finish, the engine is disposed, and
 ``serve`` returns normally.
+
+uvicorn runs with its h11 protocol (``http="h11"``, whether or not httptools is installed),
+because that is the one whose request head has a size bound: a request line and headers over
+``MAX_HEADER_BYTES`` (16 KiB) get a 400. An idle keep-alive connection is closed after
+``KEEP_ALIVE_TIMEOUT`` seconds. Bodies are capped and timed in the app
+(``detlite.master._limits``). uvicorn has no timeout for a request's head: a client that
+sends its headers slowly keeps its connection (a file descriptor, no slot) open; put a
+reverse proxy in front of a master that strangers can reach.
 """
 
 from __future__ import annotations
@@ -21,11 +29,14 @@ import uvicorn.config
 
 from detlite.errors import DetliteError
 from detlite.master import db
+from detlite.master._limits import MAX_HEADER_BYTES
 from detlite.master.app import create_app
 from detlite.master.dblock import lock_database, record_holder, release
 from detlite.master.settings import Settings
 
-__all__ = ["prepare_database", "serve"]
+__all__ = ["KEEP_ALIVE_TIMEOUT", "prepare_database", "serve"]
+
+KEEP_ALIVE_TIMEOUT = 5  # seconds; uvicorn's default, stated
 
 
 def prepare_database(settings: Settings) -> None:
@@ -99,6 +110,9 @@ def _serve(
         log_level=log_level,
         log_config=_log_config(log_level),
         lifespan="on",
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
     )
     server = _Server(config, ready)
     if threading.current_thread() is threading.main_thread():

@@ -8,6 +8,7 @@ comes back on the same port. ``LogShipper`` ships logging records and tee'd stdo
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -17,17 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from detlite.api.enums import ExperimentState
 from detlite.config import load_config
 from detlite.errors import Conflict, MasterNotFound
 from detlite.exec._master import MasterClient
-from detlite.exec.logship import LogShipper
+from detlite.exec.logship import MAX_BATCH_BYTES, MAX_LINE_CHARS, LogShipper
 from detlite.exec.reporter import MasterReporter, json_safe, searcher_metric_value
 from detlite.experimental import Checkpoint
 from detlite.harness import build_trial
 from detlite.launch import free_port
-from detlite.master.orm import Trial
+from detlite.master._limits import REPORT_BODY_LIMIT
+from detlite.master.orm import Trial, TrialLog
 from detlite.testing import LinearTrial, linear_hparams, make_fake_plugins
 from detlite.workloads import TrialRunner
 from tests.master.conftest import LiveMaster, live_master, make_settings
@@ -212,3 +215,43 @@ def test_log_shipper(sqlite_master: LiveMaster, tmp_path: Path) -> None:
     assert tail[1:] == ["line 0", "line 1"]
     assert small.dropped == 0
     client.close()
+
+
+def test_log_shipper_keeps_every_post_under_the_masters_cap(
+    master: LiveMaster, tmp_path: Path
+) -> None:
+    """Long lines: batches split by their JSON's size, and a line too big alone is cut."""
+    _, trial_id, _ = _rows(master, tmp_path)
+    client = MasterClient(master.url, master.login("determined"), retry_for=5)
+    path = f"/api/v1/trials/{trial_id}/logs"
+    posted: list[int] = []
+
+    def post(body: dict[str, Any]) -> Any:
+        posted.append(len(json.dumps(body)))  # what MasterClient sends
+        return client.post(path, body)
+
+    shipper = LogShipper(post, rank=0)
+    wide = [f"{i:02d}" + "w" * (MAX_LINE_CHARS - 2) for i in range(20)]  # 20 MB together
+    for line in wide:
+        shipper.ship(line)
+    shipper.ship("\U0001f600" * MAX_LINE_CHARS)  # 12 MB of JSON: over a batch alone
+    shipper.ship("x" * (MAX_LINE_CHARS + 10))  # over the master's line limit
+    shipper.close()
+    client.close()
+    assert shipper.dropped == 0
+    assert len(posted) > 1
+    assert max(posted) <= MAX_BATCH_BYTES < REPORT_BODY_LIMIT
+    with master.db() as db:
+        stored = list(
+            db.scalars(
+                sa.select(TrialLog.message)
+                .where(TrialLog.trial_id == trial_id)
+                .order_by(TrialLog.id)
+            )
+        )
+    assert stored[:20] == wide
+    faces, xs = stored[20:]
+    assert faces.startswith("\U0001f600" * 1000) and len(faces) <= MAX_LINE_CHARS
+    assert faces.endswith(f"of {MAX_LINE_CHARS} characters shipped]")
+    assert len(xs) <= MAX_LINE_CHARS and xs.startswith("x" * 1000)
+    assert xs.endswith(f"of {MAX_LINE_CHARS + 10} characters shipped]")

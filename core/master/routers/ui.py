@@ -5,6 +5,11 @@ These routes are public: the page and its scripts carry no data. The scripts log
 ``POST /api/v1/auth/login`` and send the token on every API call. The files are read from the
 package ``detlite.master.ui`` (one flat directory, no build step); Plotly.js is the copy that
 the ``plotly`` Python package ships, so nothing is fetched from the network at run time.
+
+Every answer carries the Content-Security-Policy of ``detlite.master._headers``: the page
+may run only scripts from the master, so the UI's files keep to that: no inline scripts or
+event attributes, and styles set through the CSSOM (``el.style``), never a ``style``
+attribute or element (Plotly's own are allowed for it, as that module explains).
 """
 
 from __future__ import annotations
