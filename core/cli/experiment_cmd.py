@@ -7,8 +7,9 @@ Decisions:
 
 - ``list`` shows the current user's unarchived experiments; ``--all`` shows everyone's,
   archived ones included (as ``det experiment list --all``).
-- ``logs`` prints every trial's logs, trial by trial; ``-f`` keeps polling (new trials
-  included) until the experiment has ended and every log line has been read.
+- ``logs`` prints every trial's logs, trial by trial, following the master's pages (each
+  capped at 10,000 lines and 1 MiB) so that no read is unbounded; ``-f`` keeps polling (new
+  trials included) until the experiment has ended and every log line has been read.
 - ``wait`` shows the progress (state, trials ended out of all, the best searcher metric so
   far): as a bar on stderr, redrawn in place, when stderr is a terminal; otherwise as plain
   lines on stdout, printed again only when they change. ``create --follow`` draws the same
@@ -52,7 +53,6 @@ __all__ = [
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the master's JSON.")
 _TERMINAL = {"COMPLETED", "CANCELED", "ERROR", "DELETED", "DELETE_FAILED"}
-_LOG_PAGE = 1000
 
 
 def state_name(value: Any) -> str:
@@ -119,22 +119,18 @@ def follow_logs(
     prints what the workers sent last. ``status`` gives the progress line drawn below the
     logs after each round, on a terminal only (``ProgressLine``).
     """
+    from detlite.experimental._trial import TrialReference
+
     offsets: dict[int, int] = {}
     progress = ProgressLine(enabled=None if status is not None else False)
     try:
         while True:
             done = ended is None or ended()
             for trial_id in trial_ids():
-                while True:
-                    answer = session.get(
-                        f"/api/v1/trials/{trial_id}/logs",
-                        params={"offset": offsets.get(trial_id, 0), "limit": _LOG_PAGE},
-                    )
-                    for entry in answer["logs"]:
-                        progress.echo(format_log(entry, trial_prefix=trial_prefix))
-                    offsets[trial_id] = int(answer["pagination"]["endIndex"])
-                    if len(answer["logs"]) < _LOG_PAGE:
-                        break
+                # Every line from the last one printed, one capped page at a time.
+                for entry in TrialReference(trial_id, session).iter_logs(offsets.get(trial_id, 0)):
+                    progress.echo(format_log(entry, trial_prefix=trial_prefix))
+                    offsets[trial_id] = offsets.get(trial_id, 0) + 1
             if status is not None and progress.enabled:
                 progress.show(status())
             if done:

@@ -2,8 +2,9 @@
 
 ``describe`` shows the trial, its validations (the effective rows the master keeps: the
 latest run per batch count) and its checkpoints; ``--json`` prints ``{"trial",
-"validations", "checkpoints"}`` as the master sent them. ``logs -f`` polls until the trial
-has ended and every line has been read. The HTTP client is imported inside the commands.
+"validations", "checkpoints"}`` as the master sent them. ``logs`` prints every line,
+following the master's capped pages; ``logs -f`` polls until the trial has ended and every
+line has been read. The HTTP client is imported inside the commands.
 """
 
 from __future__ import annotations

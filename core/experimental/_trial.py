@@ -17,16 +17,23 @@ Building a reference makes no request. Decisions:
   ``GET /api/v1/trials/{id}/metrics?kind=...`` page by page, as the master keeps them (the
   latest run's row per batch count, in batch order): dicts with ``trialId``,
   ``trialRunId``, ``stepsCompleted``, ``metrics``, ``numInputs`` and ``endTime``.
+- ``iter_logs`` (new) reads the trial's log lines from ``GET /api/v1/trials/{id}/logs``
+  page by page, following ``pagination.endIndex`` until ``total`` (the master caps each
+  page at 10,000 lines and 1 MiB of text): dicts with ``id``, ``trialId``, ``message``,
+  ``level``, ``rank`` and ``timestamp``. ``logs`` yields their messages, as Determined's
+  ``TrialReference.logs`` did; ``follow=True`` keeps polling until the trial has ended and
+  every line has been read.
 - No candidate is ``NoCheckpointFound`` (a ``CheckpointNotFound`` that is also the
   reference's ``AssertionError``); an unknown metric is ``MetricNotFound``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from detlite.api.enums import CheckpointState
+from detlite.api.enums import CheckpointState, ExperimentState
 from detlite.errors import InvalidCheckpointSelection, NoCheckpointFound
 from detlite.experimental._selection import (
     completed,
@@ -85,6 +92,41 @@ class TrialReference:
     def get_metrics(self, kind: MetricsKind = "training") -> list[dict[str, Any]]:
         """Every ``kind`` metrics report of the trial (see ``iter_metrics``)."""
         return list(self.iter_metrics(kind))
+
+    def iter_logs(self, offset: int = 0) -> Iterator[dict[str, Any]]:
+        """The trial's log lines from line ``offset`` to the latest, one capped page at a time.
+
+        Lines come in the order the master received them, each exactly once: the caller's
+        next ``offset`` is this one plus the lines it was given.
+        """
+        if offset < 0:
+            raise ValueError(f"offset must be 0 or more (got {offset})")
+        while True:
+            answer = self._master.get(f"{self._path}/logs", params={"offset": offset})
+            lines: list[dict[str, Any]] = answer["logs"]
+            yield from lines
+            offset = int(answer["pagination"]["endIndex"])
+            if not lines or offset >= int(answer["pagination"]["total"]):
+                return
+
+    def logs(self, follow: bool = False, interval: float = 1.0) -> Iterator[str]:
+        """The messages of the trial's log lines; ``follow`` waits for more until it ends."""
+        if interval <= 0:
+            raise ValueError(f"interval must be positive (got {interval})")
+        read = 0
+        while True:
+            # Asked before reading, so the round after the end still reads the last lines.
+            ended = not follow or self._ended()
+            for line in self.iter_logs(read):
+                read += 1
+                yield str(line["message"])
+            if ended:
+                return
+            time.sleep(interval)
+
+    def _ended(self) -> bool:
+        state = ExperimentState.parse(self._master.get(self._path)["trial"]["state"])
+        return state.terminal or state is ExperimentState.DELETE_FAILED
 
     def _completed_checkpoints(self) -> list[dict[str, Any]]:
         params = {

@@ -15,8 +15,17 @@ to trial workers (``GET /api/v1/experiments/{id}/model_def``); workers unpack it
 - At most ``MAX_CONTEXT_SIZE`` bytes of file content (Determined's limit, "under 96 MB":
   96 MiB minus 1 MiB, ``detlite.context.MAX_CONTEXT_SIZE``), counted uncompressed so a
   small archive cannot unpack into a huge tree; the compressed blob is held to the same
-  bound, and to ``MAX_CONTEXT_MEMBERS`` entries. Both limits are read when a check runs,
-  so tests can lower them.
+  bound, and to ``MAX_CONTEXT_MEMBERS`` entries.
+- Headers are bounded too, before ``tarfile`` reads any of them (it would read an extended
+  header whole, however large): a first pass (``detlite.master._archive_scan``) walks the
+  tar stream through a streaming gzip reader and refuses a PAX extended header over
+  ``MAX_EXTENDED_HEADER`` bytes (64 KiB), extended headers over ``MAX_EXTENDED_TOTAL``
+  bytes in all, a name or link target (GNU long name or link, PAX path or linkpath) over
+  ``MAX_NAME_BYTES`` (4,096), too many members or declared bytes, sparse files and other
+  member types. So a check, on the master or in a worker, holds at most one such header
+  in memory and decompresses no more than the limits allow. A name component over
+  ``MAX_COMPONENT_BYTES`` (255) is refused too, at creation, rather than by every worker's
+  filesystem. Every limit is read when a check runs, so tests can lower them.
 
 ``pack_files`` builds an archive from ``(path, kind, content, mode)`` entries, which is
 how the master turns Determined's ``modelDefinition`` file list into the stored blob, and
@@ -38,11 +47,17 @@ from typing import Literal
 
 from detlite.context import MAX_CONTEXT_SIZE as _DEFAULT_MAX_SIZE
 from detlite.context import iter_context_files
-from detlite.errors import InvalidExperiment
+from detlite.master._archive_scan import ScanLimits, scan_headers
+from detlite.master._archive_scan import fail as _fail
+from detlite.master._archive_scan import size_limit_error as _size_limit_error
 
 __all__ = [
+    "MAX_COMPONENT_BYTES",
     "MAX_CONTEXT_MEMBERS",
     "MAX_CONTEXT_SIZE",
+    "MAX_EXTENDED_HEADER",
+    "MAX_EXTENDED_TOTAL",
+    "MAX_NAME_BYTES",
     "ContextEntry",
     "EntryKind",
     "check_member_path",
@@ -55,6 +70,10 @@ __all__ = [
 
 MAX_CONTEXT_SIZE = _DEFAULT_MAX_SIZE
 MAX_CONTEXT_MEMBERS = 100_000
+MAX_EXTENDED_HEADER = 64 * 1024
+MAX_EXTENDED_TOTAL = 16 * 1024 * 1024
+MAX_NAME_BYTES = 4096
+MAX_COMPONENT_BYTES = 255  # a file name, as every common filesystem allows
 
 EntryKind = Literal["file", "dir", "symlink", "hardlink"]
 
@@ -71,14 +90,16 @@ class ContextEntry:
     linkname: str = ""
 
 
-def _fail(message: str) -> InvalidExperiment:
-    return InvalidExperiment(f"invalid context archive: {message}")
-
-
 def check_member_path(name: str) -> str:
     """``name`` as a clean relative POSIX path, or InvalidExperiment saying what is wrong."""
     if not name or name in (".", "./"):
         raise _fail("a member has an empty name")
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        raise _fail(
+            f"member {name[:80]!r}... has a name of {size:,} bytes, over the limit of "
+            f"{MAX_NAME_BYTES:,} bytes"
+        )
     if "\\" in name or "\x00" in name:
         raise _fail(f"member {name!r} has a backslash or NUL in its name")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -88,14 +109,13 @@ def check_member_path(name: str) -> str:
         raise _fail(f"member {name!r} has a '..' component and could leave the directory")
     if not parts:
         raise _fail(f"member {name!r} has an empty name")
+    longest = max(len(p.encode("utf-8", "surrogatepass")) for p in parts)
+    if longest > MAX_COMPONENT_BYTES:
+        raise _fail(
+            f"member {name[:80]!r}... has a name component of {longest:,} bytes, over the "
+            f"limit of {MAX_COMPONENT_BYTES} bytes"
+        )
     return "/".join(parts)
-
-
-def _size_limit_error(total: int, limit: int) -> InvalidExperiment:
-    return _fail(
-        f"the context holds {total:,} bytes, over the limit of {limit:,} bytes (96 MB); "
-        "leave large files out with a .detignore file or keep data outside the context"
-    )
 
 
 def _resolve_link(link_path: str, target: str, links: set[str]) -> str:
@@ -129,6 +149,16 @@ def validate_archive(data: bytes) -> list[ContextEntry]:
     limit = MAX_CONTEXT_SIZE
     if len(data) > limit:
         raise _size_limit_error(len(data), limit)
+    scan_headers(
+        data,
+        ScanLimits(
+            max_size=limit,
+            max_members=MAX_CONTEXT_MEMBERS,
+            max_extended=MAX_EXTENDED_HEADER,
+            max_extended_total=MAX_EXTENDED_TOTAL,
+            max_name=MAX_NAME_BYTES,
+        ),
+    )
     entries: list[ContextEntry] = []
     total = 0
     with _open(data) as archive:
@@ -237,6 +267,8 @@ def pack_files(files: Iterable[tuple[str, EntryKind, bytes, int | None]]) -> byt
             if path in seen:
                 raise _fail(f"{path!r} is listed twice")
             seen.add(path)
+            if len(seen) > MAX_CONTEXT_MEMBERS:
+                raise _fail(f"more than {MAX_CONTEXT_MEMBERS:,} members")
             info = tarfile.TarInfo(path)
             info.mtime = 0
             if kind == "dir":

@@ -1,23 +1,26 @@
 """Training and validation metrics, and trial logs: storing workers' reports, reading them.
 
-- Idempotent reports: a report is keyed by (trial, kind, trialRunId, stepsCompleted). A
-  repeat (a worker retrying after a crash or a lost answer) replaces the stored row's
-  metrics instead of adding a row; within one batch request the last report of a key wins.
-  The tables have no unique constraint on that key, so two identical reports racing each
-  other could both insert; readers pick one row per batch anyway (below), so such a
-  duplicate is never visible.
+- Idempotent reports: a report is keyed by (trial, kind, trialRunId, stepsCompleted), which
+  is unique in each metrics table. A repeat (a worker retrying after a crash or a lost
+  answer) replaces the stored row's metrics (and ``endTime``) instead of adding a row, and
+  answers as the first report did; within one batch request the last report of a key wins.
+  Reports are written with one ``INSERT ... ON CONFLICT (key) DO UPDATE`` (both databases
+  have it), so this holds when repeats arrive at the same time too: one inserts, the others
+  wait for it and replace, and none gets a unique-constraint 409. A repeat identical to the
+  stored report therefore changes nothing but ``endTime``.
 - Effective rows: after a restart a trial may report a batch count again under a higher
   trialRunId. Readers keep, per (trial, batch count), the row of the highest trialRunId
   (then the newest row), and order by batch count.
-- Training reports raise the trial's ``batches_trained`` to the most batches seen. A
+- Training reports raise the trial's ``batches_trained`` to the most batches seen (in SQL,
+  so that racing reports cannot lower it). A
   validation links the checkpoints recorded at the same batch count (their
   ``validation_id`` and ``searcher_metric``, through the checkpoints module's
   ``link_validation``).
 - A trial that has ended (COMPLETED, CANCELED, ERROR...) refuses metrics with 409. Logs are
   accepted in any state: a worker's last lines often arrive after its trial ended.
-- Values: ``metrics`` is a JSON object of any JSON values; a NaN anywhere in it is stored
-  as the string ``"NaN"`` (JSON cannot carry NaN, and PostgreSQL's json type refuses it),
-  an infinity is refused with 400 naming its path.
+- Values: ``metrics`` is a JSON object of any JSON values within the rules of
+  ``schemas._values``; the schema has already turned each NaN and infinity into null
+  (JSON cannot carry them, and PostgreSQL's json type refuses them).
 
 Read shapes: ``GET /api/v1/trials/{id}/metrics`` and ``GET /api/v1/experiments/{id}/metrics``
 answer ``{"metrics": [MetricsRow], "pagination": Pagination}``, a MetricsRow being
@@ -29,10 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from detlite.errors import APIError, Conflict
 from detlite.master.orm import TrainingMetrics, Trial, TrialLog, ValidationMetrics, utcnow
@@ -45,7 +50,6 @@ __all__ = [
     "add_logs",
     "clean_metrics",
     "effective_rows",
-    "list_logs",
     "list_metrics",
     "log_wire",
     "metrics_model",
@@ -114,23 +118,11 @@ def report_metrics(
         )
     model = metrics_model(kind)
     batch_counts = sorted({batches for _, batches in wanted})
-    existing: dict[tuple[int, int], TrainingMetrics | ValidationMetrics] = {}
-    query = sa.select(model).where(
-        model.trial_id == trial.id, model.batches_trained.in_(batch_counts)
-    )
-    found = cast("Sequence[TrainingMetrics | ValidationMetrics]", db.scalars(query).all())
-    for row in found:
-        existing.setdefault((row.trial_run_id, row.batches_trained), row)
     now = utcnow()
-    inserts: list[dict[str, Any]] = []
-    for (run, batches), (metrics, num_inputs) in wanted.items():
-        held = existing.get((run, batches))
-        if held is not None:
-            held.metrics = metrics
-            held.end_time = now
-            if isinstance(held, ValidationMetrics):
-                held.num_inputs = num_inputs
-            continue
+    rows: list[dict[str, Any]] = []
+    # In key order, so that two requests writing the same keys lock them in the same order
+    # (PostgreSQL) instead of deadlocking.
+    for (run, batches), (metrics, num_inputs) in sorted(wanted.items()):
         values: dict[str, Any] = {
             "trial_id": trial.id,
             "trial_run_id": run,
@@ -140,16 +132,43 @@ def report_metrics(
         }
         if model is ValidationMetrics:
             values["num_inputs"] = num_inputs
-        inserts.append(values)
-    if inserts:
-        db.execute(sa.insert(model), inserts)
+        rows.append(values)
+    db.execute(_upsert(db, model), rows)
     if model is TrainingMetrics:
-        trial.batches_trained = max(trial.batches_trained, batch_counts[-1])
+        most = batch_counts[-1]
+        raise_to = sa.case((Trial.batches_trained < most, most), else_=Trial.batches_trained)
+        db.execute(
+            sa.update(Trial)
+            .where(Trial.id == trial.id)
+            .values(batches_trained=raise_to)
+            .execution_options(synchronize_session=False)
+        )
+        set_committed_value(trial, "batches_trained", max(trial.batches_trained, most))
     else:
         db.flush()
         for batches in batch_counts:
             _link_checkpoints(db, trial, batches)
     return len(wanted)
+
+
+def _upsert(db: Session, model: MetricsTable) -> Any:
+    """``INSERT`` of rows of ``model`` that replaces the row already stored under the same
+    (trial, trialRunId, batches) key: its metrics, end time and inputs."""
+    insert: Any
+    if db.get_bind().dialect.name == "postgresql":
+        insert = postgresql.insert(model)
+    else:
+        insert = sqlite.insert(model)
+    replaced: dict[str, Any] = {
+        "metrics": insert.excluded.metrics,
+        "end_time": insert.excluded.end_time,
+    }
+    if model is ValidationMetrics:
+        replaced["num_inputs"] = insert.excluded.num_inputs
+    return insert.on_conflict_do_update(
+        index_elements=[model.trial_id, model.trial_run_id, model.batches_trained],
+        set_=replaced,
+    )
 
 
 def _link_checkpoints(db: Session, trial: Trial, batches: int) -> None:
@@ -224,14 +243,6 @@ def add_logs(db: Session, trial: Trial, entries: Sequence[schemas.TrialLogEntry]
     ]
     db.execute(sa.insert(TrialLog), rows)
     return len(rows)
-
-
-def list_logs(
-    db: Session, trial: Trial, offset: int = 0, limit: int = 0
-) -> tuple[list[schemas.TrialLog], Pagination]:
-    query = sa.select(TrialLog).where(TrialLog.trial_id == trial.id).order_by(TrialLog.id)
-    rows, pagination = paginate(db, cast("sa.Select[tuple[TrialLog]]", query), offset, limit)
-    return [log_wire(row) for row in rows], pagination
 
 
 def log_wire(row: TrialLog) -> schemas.TrialLog:

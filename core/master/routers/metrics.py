@@ -9,6 +9,9 @@ Reports (owner of the trial's experiment, or an admin; 409 once the trial has en
   [TrialMetrics], "validationMetrics": [TrialMetrics]}`` (up to 10,000 of each), stored in
   one transaction; answers ``{"training": n, "validation": n}``. Posting to the collection
   that ``GET`` reads keeps one path per resource.
+- A repeat of a report (same trial, kind, trialRunId and stepsCompleted) replaces the stored
+  one and answers as it did (200), also when the repeats arrive at the same time
+  (``queries.metrics`` says how).
 - ``POST /api/v1/trials/{id}/logs``: ``{"logs": [{"message", "level"?, "rank"?,
   "timestamp"?}]}`` -> ``{"count": n}`` (accepted in any trial state).
 
@@ -17,23 +20,31 @@ Reads:
 - ``GET /api/v1/trials/{id}/metrics?kind=training|validation&offset=&limit=`` and
   ``GET /api/v1/experiments/{id}/metrics?kind=...`` (every trial's, for charts) ->
   ``{"metrics": [MetricsRow], "pagination"}``; semantics in ``queries.metrics``.
-- ``GET /api/v1/trials/{id}/logs?offset=&limit=`` -> ``{"logs": [{"id", "trialId",
-  "message", "level", "rank", "timestamp"}], "pagination"}`` in the order received
-  (a negative offset reads the tail).
+- ``GET /api/v1/trials/{id}/logs?offset=&limit=&before=`` -> ``{"logs": [{"id", "trialId",
+  "message", "level", "rank", "timestamp"}], "pagination"}`` in the order received: one
+  page, at most 10,000 lines and 1 MiB of message text whatever ``limit`` asks. The next
+  page starts at ``pagination.endIndex`` (lines remain while it is below ``total``); a
+  negative offset reads the tail, and ``before=n`` the lines before line n. Semantics in
+  ``queries.logs``.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from fastapi import APIRouter
+from typing import Annotated
 
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
+
+from detlite.errors import APIError
 from detlite.master.deps import CurrentUser, DbSession
 from detlite.master.orm import Trial
 from detlite.master.queries import experiments as experiment_queries
+from detlite.master.queries import logs as log_queries
 from detlite.master.queries import metrics as queries
 from detlite.master.queries import trials as trial_queries
 from detlite.master.routers.experiments import ExperimentId
 from detlite.master.routers.trials import TrialId
+from detlite.master.schemas._values import INT32_MAX, Limit, Offset
 from detlite.master.schemas.metrics import (
     BatchMetricsRequest,
     BatchMetricsResponse,
@@ -96,8 +107,8 @@ def get_trial_metrics(
     trial_id: TrialId,
     db: DbSession,
     kind: MetricsKind = "training",
-    offset: int = 0,
-    limit: int = 0,
+    offset: Offset = 0,
+    limit: Limit = 0,
 ) -> GetMetricsResponse:
     trial = trial_queries.get_trial(db, trial_id)
     rows, pagination = queries.list_metrics(db, kind, [trial.id], offset, limit)
@@ -109,8 +120,8 @@ def get_experiment_metrics(
     experiment_id: ExperimentId,
     db: DbSession,
     kind: MetricsKind = "training",
-    offset: int = 0,
-    limit: int = 0,
+    offset: Offset = 0,
+    limit: Limit = 0,
 ) -> GetMetricsResponse:
     experiment = experiment_queries.get_experiment(db, experiment_id)
     model = queries.metrics_model(kind)
@@ -129,10 +140,29 @@ def post_trial_logs(
     return PostTrialLogsResponse(count=count)
 
 
+LogsBefore = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=INT32_MAX,
+        description="read the lines before this line number (the page ends there)",
+    ),
+]
+
+
 @router.get("/api/v1/trials/{trial_id}/logs")
 def get_trial_logs(
-    trial_id: TrialId, db: DbSession, offset: int = 0, limit: int = 0
+    trial_id: TrialId,
+    db: DbSession,
+    offset: Offset = 0,
+    limit: Limit = 0,
+    before: LogsBefore = None,
 ) -> GetTrialLogsResponse:
+    if before is not None and offset != 0:
+        raise APIError(
+            "give offset (read forward from a line) or before (read back from a line), not both",
+            status=400,
+        )
     trial = trial_queries.get_trial(db, trial_id)
-    logs, pagination = queries.list_logs(db, trial, offset, limit)
+    logs, pagination = log_queries.list_logs(db, trial, offset, limit, before)
     return GetTrialLogsResponse(logs=logs, pagination=pagination)

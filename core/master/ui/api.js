@@ -73,7 +73,9 @@ export const api = {
   trial: (id) => request(`/api/v1/trials/${id}`),
   trialSeries: (id, kind) => request(`/api/v1/ui/trials/${id}/series`, { params: { kind } }),
   trialCheckpoints: (id) => request(`/api/v1/trials/${id}/checkpoints`),
-  trialLogs: (id, offset) => request(`/api/v1/trials/${id}/logs`, { params: { offset } }),
+  // One page of log lines (at most 10,000 lines and 1 MiB): { offset } reads forward from a
+  // line (negative: the tail), { before, limit } the lines before one.
+  trialLogs: (id, params) => request(`/api/v1/trials/${id}/logs`, { params }),
   models: () => request("/api/v1/models", { params: { sort_by: "SORT_BY_LAST_UPDATED_TIME", order_by: "ORDER_BY_DESC" } }),
   model: (name) => request(`/api/v1/models/${encodeURIComponent(name)}`),
   createModel: (name, description) => request(`/api/v1/models/${encodeURIComponent(name)}`, { method: "POST", body: { name, description } }),

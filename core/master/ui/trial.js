@@ -1,5 +1,6 @@
 // #/trials/{id}: the trial's hparams and metrics, its checkpoints (files, metadata, register
-// as a model version) and its logs; refreshed every 2 s while the trial runs.
+// as a model version) and its logs; refreshed every 2 s while the trial runs. The logs are
+// never read whole: see logView.
 import { api } from "./api.js";
 import { emptyChart, lineChart } from "./charts.js";
 import { flatHparams } from "./experiment.js";
@@ -13,9 +14,7 @@ export async function trialPage(main, [id], ctx) {
   const latestBox = h("div", {});
   const hparamsBox = h("div", {});
   const checkpointsBox = h("div", {});
-  const logsBox = h("pre", { class: "logs", "data-testid": "logs" });
-  const logCount = h("span", { class: "muted", "data-testid": "log-count" });
-  let logs = [];
+  const logs = logView(id);
   let checkpointsKey = null;
 
   replace(main, header, stats,
@@ -24,12 +23,12 @@ export async function trialPage(main, [id], ctx) {
       h("div", { class: "card" }, h("h2", {}, "Latest validation"), latestBox),
       h("div", { class: "card" }, h("h2", {}, "Hyperparameters"), hparamsBox)),
     h("div", { class: "card" }, h("h2", {}, "Checkpoints"), checkpointsBox),
-    h("div", { class: "card" }, h("div", { class: "card-head" }, h("h2", {}, "Logs"), logCount), logsBox));
+    logs.card);
 
   const refresh = async () => {
-    const [{ trial }, training, validation, { checkpoints }, page] = await Promise.all([
+    const [{ trial }, training, validation, { checkpoints }] = await Promise.all([
       api.trial(id), api.trialSeries(id, "training"), api.trialSeries(id, "validation"),
-      api.trialCheckpoints(id), api.trialLogs(id, logs.length),
+      api.trialCheckpoints(id), logs.update(),
     ]);
     if (!ctx.alive) return false;
     const live = isLive(trial.state);
@@ -82,18 +81,88 @@ export async function trialPage(main, [id], ctx) {
         : h("p", { class: "empty" }, "No checkpoints yet."));
     }
 
-    if (page.logs.length) {
-      if (!logs.length) logsBox.replaceChildren(); // the "no log lines" placeholder
-      logs = logs.concat(page.logs);
-      const atBottom = logsBox.scrollTop + logsBox.clientHeight >= logsBox.scrollHeight - 4;
-      logsBox.append(...page.logs.map(logLine));
-      if (atBottom) logsBox.scrollTop = logsBox.scrollHeight;
-    }
-    if (!logs.length) replace(logsBox, "No log lines yet.");
-    replace(logCount, `${logs.length} line${logs.length === 1 ? "" : "s"}`);
     return live;
   };
   if (await refresh()) ctx.poll(refresh);
+}
+
+// The master answers log pages of at most 10,000 lines and 1 MiB of text. The view opens on
+// the latest lines (a tail page), then follows new lines a few pages per refresh; while it
+// follows the end it keeps at most MAX_SHOWN lines, dropping the oldest. "Show earlier
+// lines" reads the page before the first line shown (`before`), on demand.
+const TAIL_LINES = 1000;
+const EARLIER_LINES = 1000;
+const MAX_SHOWN = 5000;
+const PAGES_PER_REFRESH = 4;
+
+function logView(id) {
+  const box = h("pre", { class: "logs", "data-testid": "logs" }, "No log lines yet.");
+  const count = h("span", { class: "muted", "data-testid": "log-count" });
+  const earlier = h("button", { class: "btn secondary", type: "button", "data-testid": "logs-earlier", hidden: true,
+    onclick: () => loadEarlier() }, "Show earlier lines");
+  let first = null; // the number of the first line shown; null until the first read
+  let next = 0; // the number of the line after the last one shown
+  let total = 0;
+  let shown = 0;
+
+  const render = () => {
+    earlier.hidden = !(first > 0);
+    const lines = `${shown.toLocaleString()} line${shown === 1 ? "" : "s"}`;
+    replace(count, shown < total ? `${lines} of ${total.toLocaleString()}` : lines);
+  };
+
+  const append = (entries) => {
+    if (!entries.length) return;
+    const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    if (!shown) box.replaceChildren(); // the "no log lines" placeholder
+    box.append(...entries.map(logLine));
+    shown += entries.length;
+    if (atBottom) {
+      for (; shown > MAX_SHOWN; shown -= 1, first += 1) box.firstChild.remove();
+      box.scrollTop = box.scrollHeight;
+    }
+  };
+
+  const update = async () => {
+    let page = await api.trialLogs(id, first === null ? { offset: -TAIL_LINES } : { offset: next });
+    if (first === null) first = next = page.pagination.startIndex;
+    for (let pages = 1; ; pages += 1) {
+      if (page.pagination.startIndex !== next) break; // an earlier read is still in flight
+      append(page.logs);
+      next = page.pagination.endIndex;
+      total = page.pagination.total;
+      if (!page.logs.length || next >= total || pages >= PAGES_PER_REFRESH) break;
+      page = await api.trialLogs(id, { offset: next });
+    }
+    render();
+  };
+
+  let loading = false;
+  const loadEarlier = async () => {
+    if (loading || !(first > 0)) return;
+    loading = true;
+    earlier.disabled = true;
+    try {
+      const before = first;
+      const page = await api.trialLogs(id, { before, limit: EARLIER_LINES });
+      if (first !== before || page.pagination.endIndex !== before) return; // trimmed meanwhile
+      const height = box.scrollHeight;
+      box.prepend(...page.logs.map(logLine));
+      box.scrollTop += box.scrollHeight - height; // keep the lines in view where they were
+      shown += page.logs.length;
+      first = page.pagination.startIndex;
+      render();
+    } catch (error) {
+      replace(count, `could not read earlier lines: ${error.message}`);
+    } finally {
+      loading = false;
+      earlier.disabled = false;
+    }
+  };
+
+  const card = h("div", { class: "card" },
+    h("div", { class: "card-head" }, h("h2", {}, "Logs"), h("div", {}, earlier, " ", count)), box);
+  return { card, update };
 }
 
 function logLine(entry) {
