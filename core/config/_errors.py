@@ -310,7 +310,10 @@ def _message(error: ErrorDetails, target: _Target) -> str:
         if kind == "string_too_short" and least == 1:
             return "expected a non-empty string"
         return f"expected at least {least} item{'s' if least != 1 else ''}, got {show(value)}"
-    if kind in ("too_long", "string_too_long"):
+    if kind == "string_too_long":
+        got = len(value) if isinstance(value, str) else "more"
+        return f"expected at most {ctx.get('max_length')} characters, got {got}"
+    if kind == "too_long":
         return f"expected at most {ctx.get('max_length')} items, got {show(value)}"
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])

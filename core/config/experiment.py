@@ -20,6 +20,7 @@ from pydantic import (
     NonNegativeInt,
     PlainValidator,
     SerializeAsAny,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -39,12 +40,19 @@ from detlite.config.searcher import SearcherConfig
 from detlite.config.storage import DataLayerConfig, SharedFSDataLayer, StorageConfig
 
 __all__ = [
+    "MAX_DESCRIPTION",
+    "MAX_LABEL",
     "ExperimentConfig",
     "InternalConfig",
     "NativeConfig",
     "ReproducibilityConfig",
     "choose_experiment_seed",
 ]
+
+#: The longest description and label an experiment may have; the master's PATCH of an
+#: experiment keeps the same bounds, so the fields are bounded however they were set.
+MAX_DESCRIPTION = 10_000
+MAX_LABEL = 255
 
 _ENTRYPOINT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
@@ -97,8 +105,10 @@ class ExperimentConfig(ConfigModel):
 
     model_config = ConfigDict(strict=True)
 
-    description: str | None = None
-    labels: list[str] = Field(default_factory=list)
+    description: Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION)] | None = None
+    labels: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL)]] = Field(
+        default_factory=list
+    )
     data: dict[str, Any] = Field(default_factory=dict)
     entrypoint: str | None = None
     hyperparameters: dict[str, HyperparameterSpec] = Field(default_factory=dict)

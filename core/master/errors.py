@@ -12,13 +12,18 @@ Every non-2xx answer has this body (and ``Content-Type: application/json``)::
 - ``message``: one line for a person, saying what was wrong (and what to do, where known).
 - ``details``: a list, empty unless the request had invalid fields; then one entry per field,
   ``{"field": "body.user.username", "message": "String should have at most 255 characters"}``.
-  Submitted values are never echoed (they may be passwords).
+  Submitted values are never echoed (they may be passwords). A message or field naming
+  text that no UTF-8 can encode (a lone surrogate) shows U+FFFD in its place.
 
 Statuses, following Determined's gRPC-gateway (which answered bad input with 400, never 422):
 
 - 400: malformed JSON, a missing or invalid field or parameter (FastAPI's 422 is turned into
   400), ``detlite.errors.APIError`` with no other status, ``InvalidExperimentConfig`` (its
   problems become ``details``) and ``InvalidExperiment``.
+- 400 too for a value the database refuses (``sqlalchemy.exc.DataError``: out of its
+  range, or text it cannot store). The schemas refuse such values first
+  (``detlite.master.schemas._values``); this is the net under them, and the transaction is
+  rolled back, so nothing is written.
 - 401 ``Unauthenticated`` (with ``WWW-Authenticate: Bearer``), 403 ``Forbidden``,
   404 ``NotFound``, 409 ``Conflict`` and a database integrity violation (a concurrent insert
   of the same unique name), plus any ``HTTPException`` with its own status (404 for unknown
@@ -40,7 +45,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,6 +55,7 @@ from detlite.errors import (
     InvalidExperiment,
     InvalidExperimentConfig,
 )
+from detlite.master.schemas._values import scrub_text
 
 __all__ = [
     "CatchAllMiddleware",
@@ -92,11 +98,16 @@ def error_response(
         "error": {
             "code": status,
             "reason": http.HTTPStatus(status).phrase,
-            "message": message,
-            "details": [dict(d) for d in details],
+            "message": _encodable(message),
+            "details": [{k: _encodable(v) for k, v in d.items()} for d in details],
         }
     }
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _encodable(text: str) -> str:
+    # An error about a lone surrogate may quote it; the answer must still encode.
+    return str(scrub_text(text))
 
 
 def _field_path(loc: Sequence[Any]) -> str:
@@ -158,6 +169,18 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(409, "the request conflicts with data changed at the same time; retry")
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DataError)
+    # Only the driver's error class is logged: the statement's parameters may hold secrets.
+    cause = type(exc.orig).__name__
+    logger.warning("data error (%s) in %s %s", cause, request.method, request.url.path)
+    return error_response(
+        400,
+        "the database cannot store a value of this request (a number out of its range, or "
+        "text it cannot hold); nothing was written",
+    )
+
+
 def _internal_error(request: Request | Scope, exc: BaseException) -> JSONResponse:
     error_id = secrets.token_hex(4)
     if isinstance(request, Request):
@@ -206,6 +229,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DetliteError, _detlite_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_middleware(CatchAllMiddleware)
 
 

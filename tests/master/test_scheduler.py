@@ -236,8 +236,6 @@ def test_protocol_restarts_and_completion(migrated_database_url: str, tmp_path: 
             )
             assert_error(stale, 409, "not the current worker group")
             assert_error(complete(client, first, 5, 0.5, 409), 409, "no VALIDATE_AFTER")
-            # The searcher compares by validation_loss: the metric is required.
-            assert_error(complete(client, first, 8, None, 400), 400, "searcherMetric")
             complete(client, first, 8, 0.5)
             complete(client, first, 8, 0.5)  # a retry is not fed twice
             close = {"operation": {"kind": "CLOSE"}, "preempt": False}

@@ -204,9 +204,24 @@ def _like(text: str) -> str:
 
 def _has_label(db: Session, label: str) -> sa.ColumnElement[bool]:
     if db.get_bind().dialect.name == "postgresql":
-        return sa.cast(Experiment.labels, JSONB).contains([label])
+        # One row whose labels hold an escaped NUL or lone surrogate (an older master
+        # stored them) would fail the cast to jsonb, and with it the whole listing: such
+        # rows are left out of label-filtered listings instead. CASE (unlike AND)
+        # evaluates only the branch it takes.
+        text = sa.cast(Experiment.labels, sa.Text)
+        uncastable = text.op("~*", return_type=sa.Boolean)(_UNCASTABLE_JSON)
+        contains = sa.cast(Experiment.labels, JSONB).contains([label])
+        return sa.case((uncastable, sa.false()), else_=contains)
     values = sa.func.json_each(Experiment.labels).table_valued("value")
     return sa.exists(sa.select(1).select_from(values).where(values.c.value == label))
+
+
+#: JSON text that PostgreSQL's jsonb refuses: an escaped NUL, or an escaped surrogate that
+#: is not half of a pair.
+_UNCASTABLE_JSON = (
+    r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})"
+    r"|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}"
+)
 
 
 def _state_number() -> sa.ColumnElement[Any]:
@@ -401,6 +416,9 @@ def delete_experiment(db: Session, row: Experiment) -> None:
     db.delete(row)
 
 
+_HOLDERS_LISTED = 20  # model versions a refused deletion names
+
+
 def ensure_deletable(db: Session, row: Experiment) -> None:
     """Raise Conflict unless the experiment has ended and none of its checkpoints is still
     needed elsewhere (a model version, or a trial of another experiment warm-starting)."""
@@ -410,18 +428,29 @@ def ensure_deletable(db: Session, row: Experiment) -> None:
             f"still run: kill it (POST /api/v1/experiments/{row.id}/kill), wait for "
             "STATE_CANCELED, then delete it"
         )
+    # A registered checkpoint is kept, and so is its experiment (its rows hold the
+    # checkpoint's); only its experiment's owner or an admin can have registered it
+    # (``queries.models.register_version``). Name every holder, so one answer says it all.
     registered = db.execute(
         sa.select(Model.name, ModelVersion.version, Checkpoint.uuid)
         .join(ModelVersion, ModelVersion.model_id == Model.id)
         .join(Checkpoint, Checkpoint.uuid == ModelVersion.checkpoint_uuid)
         .where(Checkpoint.experiment_id == row.id)
-        .limit(1)
-    ).first()
-    if registered is not None:
-        model, version, uuid = registered
+        .order_by(Model.name, ModelVersion.version)
+        .limit(_HOLDERS_LISTED + 1)
+    ).all()
+    if registered:
+        held = "; ".join(
+            f"model {model!r} version {version} holds checkpoint {uuid}"
+            for model, version, uuid in registered[:_HOLDERS_LISTED]
+        )
+        if len(registered) > _HOLDERS_LISTED:
+            held += "; and more"
         raise Conflict(
-            f"experiment {row.id} cannot be deleted: its checkpoint {uuid} is version "
-            f"{version} of model {model!r}; delete that model version first"
+            f"experiment {row.id} cannot be deleted while its checkpoints are registered "
+            f"as model versions ({held}): delete those versions first (DELETE "
+            "/api/v1/models/{name}/versions/{version}, by the model's owner or an admin), "
+            "then delete the experiment again"
         )
     source = db.execute(
         sa.select(Trial.id, Checkpoint.uuid)

@@ -34,6 +34,7 @@ from detlite.master.queries import checkpoints as checkpoint_queries
 from detlite.master.queries.experiments import settle_experiment
 from detlite.master.queries.metrics import effective_rows, metrics_row_wire
 from detlite.master.schemas import trials as schemas
+from detlite.master.schemas._values import finite_float
 from detlite.master.schemas.common import OrderBy, Pagination, paginate
 
 __all__ = [
@@ -297,10 +298,8 @@ def _python_sorted(
         )
         if chosen is None or metric is None:
             return None
-        value = chosen.metrics.get(metric)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        return float(value)
+        # finite_float: a null (NaN) metric ranks last, and no stored value raises.
+        return finite_float(chosen.metrics.get(metric))
 
     keyed = [(key(t), t) for t in trials]
     present = [(k, t) for k, t in keyed if k is not None]

@@ -10,8 +10,9 @@ group that is not the trial's current one gets 409 (a stale worker: it should st
   for a given ``after`` is fixed by the first non-WAIT one, so all ranks agree.
 - ``POST /api/v1/trials/{id}/searcher/completed_operation?allocationId=A`` body
   ``{"length": batches, "searcherMetric": float | null}`` -> ``{}`` (the chief; a repeat
-  is ignored; 409 for a length that is not the outstanding operation's; 400 without a
-  metric when the searcher compares by one).
+  is ignored; 409 for a length that is not the outstanding operation's). A metric of
+  null, NaN or +-Infinity is "no result", which the searcher ranks worst: a diverging
+  trial goes on being scheduled instead of failing.
 - ``GET /api/v1/trials/{id}/preemption?allocationId=A`` -> ``{"preempt": bool}``.
 - ``POST /api/v1/trials/{id}/early_exit?allocationId=A`` body ``{"reason": "INVALID_HP" |
   "USER_REQUESTED_STOP" | "ERRORED"}`` -> ``{}`` (the searcher hears it; the trial closes).
@@ -30,6 +31,7 @@ from fastapi import APIRouter, Query, Request
 from detlite.master.deps import CurrentUser
 from detlite.master.routers.trials import TrialId
 from detlite.master.scheduler import get_scheduler
+from detlite.master.schemas._values import INT32_MAX
 from detlite.master.schemas.searcher import (
     CompletedOperationRequest,
     EarlyExitRequest,
@@ -52,7 +54,9 @@ def get_operation(
     trial_id: TrialId,
     allocation_id: AllocationId,
     user: CurrentUser,
-    after: Annotated[int, Query(ge=0, description="the batches the caller has trained")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=INT32_MAX, description="the batches the caller has trained")
+    ] = 0,
 ) -> OperationResponse:
     answer = get_scheduler(request).operation(trial_id, allocation_id, after)
     return OperationResponse.model_validate(answer)

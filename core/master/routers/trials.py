@@ -22,6 +22,7 @@ from detlite.master.routers.experiments import (
     parse_order_by,
     parse_states,
 )
+from detlite.master.schemas._values import Limit, Offset
 from detlite.master.schemas.common import parse_enum
 from detlite.master.schemas.metrics import INT32_MAX
 from detlite.master.schemas.trials import GetTrialsResponse, TrialResponse
@@ -39,8 +40,8 @@ def get_experiment_trials(
     db: DbSession,
     sort_by: str = "SORT_BY_UNSPECIFIED",
     order_by: str = "ORDER_BY_UNSPECIFIED",
-    offset: int = 0,
-    limit: int = 0,
+    offset: Offset = 0,
+    limit: Limit = 0,
     states: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
 ) -> GetTrialsResponse:
     experiment = experiment_queries.get_experiment(db, experiment_id)

@@ -31,6 +31,7 @@ from detlite.master.queries import metrics as metric_queries
 from detlite.master.queries import trials as trial_queries
 from detlite.master.routers.experiments import ExperimentId, parse_order_by, parse_states
 from detlite.master.routers.trials import TrialId
+from detlite.master.schemas._values import Limit, Offset, QueryItem, QueryText, finite_float
 from detlite.master.schemas.common import OrderBy, Pagination, parse_enum
 from detlite.master.schemas.metrics import MetricsKind, MetricsRow
 from detlite.master.schemas.ui import (
@@ -129,14 +130,14 @@ def get_experiment_summaries(
     db: DbSession,
     sort_by: str = "SORT_BY_UNSPECIFIED",
     order_by: str = "ORDER_BY_UNSPECIFIED",
-    offset: int = 0,
-    limit: int = 0,
+    offset: Offset = 0,
+    limit: Limit = 0,
     states: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     archived: bool | None = None,
-    users: Annotated[list[str], Query()] = [],  # noqa: B006
-    labels: Annotated[list[str], Query()] = [],  # noqa: B006
-    description: str = "",
-    name: str = "",
+    users: Annotated[list[QueryItem], Query()] = [],  # noqa: B006
+    labels: Annotated[list[QueryItem], Query()] = [],  # noqa: B006
+    description: QueryText = "",
+    name: QueryText = "",
 ) -> GetExperimentSummariesResponse:
     order = parse_order_by(order_by)
     by_best = sort_by.strip().upper().removeprefix("SORT_BY_") == _BEST_METRIC
@@ -173,13 +174,12 @@ def _series(rows: Sequence[MetricsRow], kind: MetricsKind) -> GetMetricSeriesRes
         if isinstance(nested, Mapping):  # some clients nest validations one level down
             values = dict(nested)
         for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if not math.isfinite(value):
+            number = finite_float(value)  # never raises, whatever an old row holds
+            if number is None:
                 continue
             steps, numbers = points.setdefault((row.trial_id, name), ([], []))
             steps.append(row.steps_completed)
-            numbers.append(float(value))
+            numbers.append(number)
     series = [
         MetricSeries(trial_id=trial_id, kind=kind, metric=name, steps=steps, values=numbers)
         for (trial_id, name), (steps, numbers) in sorted(points.items())

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from detlite.errors import Forbidden
 from detlite.master.deps import AdminUser, CurrentToken, DbSession
 from detlite.master.queries import users as queries
+from detlite.master.schemas._values import PathText
 from detlite.master.schemas.users import (
     GetUsersResponse,
     PatchUserRequest,
@@ -38,13 +39,13 @@ def post_user(db: DbSession, admin: AdminUser, body: PostUserRequest) -> UserRes
 
 
 @router.get("/{username}")
-def get_user(username: str, db: DbSession) -> UserResponse:
+def get_user(username: PathText, db: DbSession) -> UserResponse:
     return UserResponse(user=User.model_validate(queries.require_user(db, username)))
 
 
 @router.post("/{username}/password")
 def set_password(
-    username: str,
+    username: PathText,
     db: DbSession,
     token: CurrentToken,
     body: SetPasswordRequest,
@@ -62,7 +63,7 @@ def set_password(
 
 @router.patch("/{username}")
 def patch_user(
-    username: str, db: DbSession, admin: AdminUser, body: PatchUserRequest
+    username: PathText, db: DbSession, admin: AdminUser, body: PatchUserRequest
 ) -> UserResponse:
     """Set a user's ``admin`` and ``active`` flags (admins only); deactivating logs it out."""
     target = queries.require_user(db, username)

@@ -25,6 +25,14 @@ from typing import Annotated, Any
 from pydantic import Field, NonNegativeInt, StringConstraints, field_validator
 
 from detlite.api.enums import CheckpointState
+from detlite.master.schemas._values import (
+    MAX_SAFE_INTEGER,
+    Count,
+    DbId,
+    RequestModel,
+    StoredJSON,
+    StoredText,
+)
 from detlite.master.schemas.base import WireModel
 from detlite.master.schemas.common import Pagination
 
@@ -39,6 +47,7 @@ __all__ = [
     "PatchCheckpointRequest",
     "PostCheckpointMetadataRequest",
     "ReportCheckpointRequest",
+    "ReportedFile",
 ]
 
 #: A checkpoint uuid: one path component (it names a directory and a key prefix in storage).
@@ -55,35 +64,41 @@ class FileEntry(WireModel):
     sha256: Sha256
 
 
+class ReportedFile(FileEntry, RequestModel):
+    """A file as a worker reports it: a size JSON readers hold exactly."""
+
+    size: Annotated[NonNegativeInt, Field(le=MAX_SAFE_INTEGER)]
+
+
 class CheckpointMetrics(WireModel):
     """The validation at the checkpoint's batch: ``{"numInputs", "validationMetrics"}``."""
 
     num_inputs: int | None = None
-    validation_metrics: dict[str, Any] = Field(default_factory=dict)
+    validation_metrics: StoredJSON = Field(default_factory=dict)
 
 
 class Checkpoint(WireModel):
     """A checkpoint as ``GET /api/v1/checkpoints/{uuid}`` answers it."""
 
-    uuid: str
-    experiment_config: dict[str, Any]
+    uuid: StoredText
+    experiment_config: StoredJSON
     experiment_id: int
     trial_id: int
-    hparams: dict[str, Any]
+    hparams: StoredJSON
     batch_number: int
     start_time: dt.datetime
     end_time: dt.datetime | None = None
-    resources: dict[str, str] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    framework: str = ""
-    format: str = ""
-    determined_version: str = ""
+    resources: dict[StoredText, str] = Field(default_factory=dict)
+    metadata: StoredJSON = Field(default_factory=dict)
+    framework: StoredText = ""
+    format: StoredText = ""
+    determined_version: StoredText = ""
     metrics: CheckpointMetrics | None = None
     validation_state: CheckpointState = CheckpointState.UNSPECIFIED
     state: CheckpointState
     searcher_metric: float | None = None
-    files: dict[str, FileEntry] = Field(default_factory=dict)
-    storage_id: str | None = None
+    files: dict[StoredText, FileEntry] = Field(default_factory=dict)
+    storage_id: StoredText | None = None
 
 
 class CheckpointResponse(WireModel):
@@ -95,13 +110,13 @@ class GetCheckpointsResponse(WireModel):
     pagination: Pagination
 
 
-class CheckpointMetadataBody(WireModel):
+class CheckpointMetadataBody(RequestModel):
     """The part of a Checkpoint the metadata edit reads; other keys are ignored."""
 
     metadata: dict[str, Any]
 
 
-class PostCheckpointMetadataRequest(WireModel):
+class PostCheckpointMetadataRequest(RequestModel):
     """``{"checkpoint": {"metadata": {...}}}``: the full new metadata (it replaces the old)."""
 
     checkpoint: CheckpointMetadataBody
@@ -115,14 +130,14 @@ def _state(value: Any) -> Any:
     return value
 
 
-class ReportCheckpointRequest(WireModel):
+class ReportCheckpointRequest(RequestModel):
     """A trial worker recording a checkpoint it has started (ACTIVE) or finished (COMPLETED)."""
 
     uuid: CheckpointUUID
-    trial_id: int
-    batch_number: NonNegativeInt
+    trial_id: DbId
+    batch_number: Count
     state: CheckpointState = CheckpointState.COMPLETED
-    files: dict[str, FileEntry] = Field(default_factory=dict)
+    files: dict[str, ReportedFile] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
     framework: Annotated[str, StringConstraints(max_length=64)] = ""
     format: Annotated[str, StringConstraints(max_length=64)] = ""
@@ -132,11 +147,11 @@ class ReportCheckpointRequest(WireModel):
     _parse_state = field_validator("state", mode="before")(_state)
 
 
-class PatchCheckpointRequest(WireModel):
+class PatchCheckpointRequest(RequestModel):
     """Finish a reported checkpoint: ACTIVE to COMPLETED (with its files) or to ERROR."""
 
     state: CheckpointState
-    files: dict[str, FileEntry] | None = None
+    files: dict[str, ReportedFile] | None = None
     framework: Annotated[str, StringConstraints(max_length=64)] | None = None
     format: Annotated[str, StringConstraints(max_length=64)] | None = None
     detlite_version: Annotated[str, StringConstraints(max_length=64)] | None = None

@@ -4,7 +4,10 @@
 context either as Determined 0.15's ``modelDefinition`` file list or as ``contextArchive``
 (a base64 ``.tar.gz``), not both; with neither the experiment has an empty context.
 ``PatchExperimentRequest`` accepts Determined's shape (the patched fields at the top level)
-and the wrapped ``{"experiment": {...}}`` alike.
+and the wrapped ``{"experiment": {...}}`` alike. Its caps are the config's: a description of
+at most ``MAX_DESCRIPTION`` characters and labels of 1 to ``MAX_LABEL`` (``detlite.config``),
+so an experiment's fields have the same bounds however they were set; notes have at most
+``MAX_NOTES``.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints, model_validator
 
 from detlite.api.enums import ExperimentState
+from detlite.config.experiment import MAX_DESCRIPTION, MAX_LABEL
+from detlite.master.schemas._values import RequestModel, StoredJSON, StoredText
 from detlite.master.schemas.base import WireModel
 from detlite.master.schemas.common import Pagination
 
 __all__ = [
+    "MAX_NOTES",
     "ContextFile",
     "CreateExperimentRequest",
     "CreateExperimentResponse",
@@ -30,10 +36,13 @@ __all__ = [
     "PatchExperimentRequest",
 ]
 
-Label = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MAX_NOTES = 1_000_000
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL)]
+Description = Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION)]
 
 
-class ContextFile(WireModel):
+class ContextFile(RequestModel):
     """One entry of ``modelDefinition`` (Determined's utilv1.File).
 
     ``type`` is the tar type flag as Determined's client sent it (48 for a file, 53 for a
@@ -43,13 +52,14 @@ class ContextFile(WireModel):
     path: str
     type: int | str = "file"
     content: str = ""
-    mode: int | None = None
+    # st_mode as a client's stat gave it (type bits included; only the permissions are kept).
+    mode: Annotated[int, Field(ge=0, le=0o177777)] | None = None
     mtime: int | None = None
     uid: int | None = None
     gid: int | None = None
 
 
-class CreateExperimentRequest(WireModel):
+class CreateExperimentRequest(RequestModel):
     config: str | dict[str, Any]
     model_definition: list[ContextFile] | None = None
     context_archive: str | None = Field(
@@ -65,10 +75,10 @@ class Experiment(WireModel):
     no name, and Determined's later ``name`` took the description's place."""
 
     id: int
-    description: str
-    name: str
-    labels: list[str]
-    notes: str
+    description: StoredText
+    name: StoredText
+    labels: list[StoredText]
+    notes: StoredText
     state: ExperimentState
     archived: bool
     start_time: dt.datetime
@@ -76,22 +86,22 @@ class Experiment(WireModel):
     num_trials: int
     trial_ids: list[int]
     user_id: int
-    username: str
-    searcher_type: str
-    resource_pool: str
+    username: StoredText
+    searcher_type: StoredText
+    resource_pool: StoredText
     progress: float | None
 
 
 class ExperimentResponse(WireModel):
     experiment: Experiment
-    config: dict[str, Any]
+    config: StoredJSON
 
 
 class CreateExperimentResponse(WireModel):
     """``experiment`` is null for ``validateOnly`` (nothing was stored)."""
 
     experiment: Experiment | None
-    config: dict[str, Any]
+    config: StoredJSON
 
 
 class GetExperimentsResponse(WireModel):
@@ -103,13 +113,13 @@ class ModelDefResponse(WireModel):
     b64_tgz: str
 
 
-class PatchExperimentRequest(WireModel):
+class PatchExperimentRequest(RequestModel):
     """Fields left out are unchanged. ``name`` is another spelling of ``description``."""
 
-    description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
-    name: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    description: Description | None = None
+    name: Description | None = None
     labels: list[Label] | None = None
-    notes: Annotated[str, StringConstraints(max_length=1_000_000)] | None = None
+    notes: Annotated[str, StringConstraints(max_length=MAX_NOTES)] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -6,9 +6,10 @@ A report (Determined's trialv1.TrialMetrics)::
 
 ``stepsCompleted`` is the trial's total batches trained at the report; ``trialRunId`` is the
 trial's restart count when the worker started (default: the trial's current ``restarts``).
-``metrics`` must be a JSON object; its values may be any JSON, and NaN, but not infinities
-(NaN is stored and returned as the string ``"NaN"``, since JSON has no NaN). Counts are
-bounded to 32-bit integers, the columns' size.
+``metrics`` must be a JSON object; its values may be any JSON within the rules of
+``schemas._values``, and NaN or +-Infinity, which are stored (and returned) as null: JSON
+has neither. Counts are bounded to 32-bit integers, the columns' size. A log line keeps its
+text; its NUL characters and lone surrogates become U+FFFD.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from detlite.master.schemas._values import (
+    INT32_MAX,
+    Count,
+    DbId,
+    LogText,
+    Metrics,
+    RequestModel,
+    StoredJSON,
+    StoredText,
+)
 from detlite.master.schemas.base import WireModel
 from detlite.master.schemas.common import Pagination
 
@@ -42,19 +53,17 @@ __all__ = [
     "ValidationMetricsRequest",
 ]
 
-INT32_MAX = 2**31 - 1
 MAX_REPORTS_PER_REQUEST = 10_000
 MAX_LOGS_PER_REQUEST = 10_000
 
-Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
 MetricsKind = Literal["training", "validation"]
 
 
-class TrialMetrics(WireModel):
-    trial_id: int | None = Field(default=None, description="if given, must match the path")
+class TrialMetrics(RequestModel):
+    trial_id: DbId | None = Field(default=None, description="if given, must match the path")
     trial_run_id: Count | None = None
     steps_completed: Count
-    metrics: dict[str, Any]
+    metrics: Metrics
     num_inputs: Count | None = None
 
 
@@ -66,7 +75,7 @@ def _unwrap(data: Any, key: str) -> Any:
     return data
 
 
-class TrainingMetricsRequest(WireModel):
+class TrainingMetricsRequest(RequestModel):
     training_metrics: TrialMetrics
 
     @model_validator(mode="before")
@@ -75,7 +84,7 @@ class TrainingMetricsRequest(WireModel):
         return _unwrap(data, "trainingMetrics")
 
 
-class ValidationMetricsRequest(WireModel):
+class ValidationMetricsRequest(RequestModel):
     validation_metrics: TrialMetrics
 
     @model_validator(mode="before")
@@ -84,7 +93,7 @@ class ValidationMetricsRequest(WireModel):
         return _unwrap(data, "validationMetrics")
 
 
-class BatchMetricsRequest(WireModel):
+class BatchMetricsRequest(RequestModel):
     training_metrics: list[TrialMetrics] = Field(
         default_factory=list, max_length=MAX_REPORTS_PER_REQUEST
     )
@@ -108,7 +117,7 @@ class MetricsRow(WireModel):
     trial_id: int
     trial_run_id: int
     steps_completed: int
-    metrics: dict[str, Any]
+    metrics: StoredJSON
     num_inputs: int | None = None
     end_time: dt.datetime
 
@@ -124,8 +133,8 @@ def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
-class TrialLogEntry(WireModel):
-    message: Annotated[str, StringConstraints(max_length=1_000_000)]
+class TrialLogEntry(RequestModel):
+    message: Annotated[LogText, StringConstraints(max_length=1_000_000)]
     level: Annotated[str, StringConstraints(max_length=16)] | None = None
     rank: Count | None = None
     timestamp: dt.datetime | None = None
@@ -136,7 +145,7 @@ class TrialLogEntry(WireModel):
         return _as_utc(value)
 
 
-class PostTrialLogsRequest(WireModel):
+class PostTrialLogsRequest(RequestModel):
     logs: list[TrialLogEntry] = Field(max_length=MAX_LOGS_PER_REQUEST)
 
 
@@ -147,8 +156,8 @@ class PostTrialLogsResponse(WireModel):
 class TrialLog(WireModel):
     id: int
     trial_id: int
-    message: str
-    level: str | None
+    message: StoredText
+    level: StoredText | None
     rank: int | None
     timestamp: dt.datetime
 

@@ -7,6 +7,10 @@ Decisions:
   no ``/`` (they are path segments) and no leading or trailing whitespace.
 - ``metadata`` is a JSON object; ``null`` means ``{}`` when creating and "leave it" when
   patching. Labels are de-duplicated in their given order; each is 1 to 255 characters.
+- Every value keeps the rules of ``schemas._values`` (no NUL or lone surrogate, finite
+  numbers, JSON at most 32 deep). Creating and patching share the length caps: descriptions
+  and comments of at most ``MAX_DESCRIPTION`` characters, notes of at most ``MAX_NOTES``,
+  version names of at most 255.
 - Patches replace each field they give, wholesale (the reference's client merged metadata
   locally and sent the whole object), and leave the others alone.
 - ``ModelSortBy`` and ``VersionSortBy`` are the proto numbers of ``GetModelsRequest.SortBy``
@@ -22,9 +26,13 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints
 
+from detlite.config.experiment import MAX_DESCRIPTION
+from detlite.master.schemas._values import RequestModel, StoredJSON, StoredText
+from detlite.master.schemas._values import check_text as _check_value_text
 from detlite.master.schemas.base import WireModel
 from detlite.master.schemas.checkpoints import Checkpoint
 from detlite.master.schemas.common import Pagination
+from detlite.master.schemas.experiments import MAX_NOTES
 
 __all__ = [
     "DeleteModelResponse",
@@ -68,10 +76,8 @@ def check_model_name(name: str) -> str:
 
 
 def check_text(text: str) -> str:
-    """``text`` unless it holds a NUL character (PostgreSQL's text cannot store one)."""
-    if "\x00" in text:
-        raise ValueError("text must not contain NUL characters")
-    return text
+    """``text`` unless it holds a NUL character or a lone surrogate (``schemas._values``)."""
+    return _check_value_text(text)
 
 
 def _unique(labels: list[str]) -> list[str]:
@@ -80,6 +86,8 @@ def _unique(labels: list[str]) -> list[str]:
 
 Text = Annotated[str, AfterValidator(check_text)]
 ShortText = Annotated[Text, StringConstraints(max_length=MAX_NAME)]
+Description = Annotated[Text, StringConstraints(max_length=MAX_DESCRIPTION)]
+Notes = Annotated[Text, StringConstraints(max_length=MAX_NOTES)]
 Label = Annotated[Text, StringConstraints(min_length=1, max_length=MAX_NAME)]
 Labels = Annotated[list[Label], AfterValidator(_unique)]
 ModelName = Annotated[str, AfterValidator(check_model_name)]
@@ -100,16 +108,16 @@ class VersionSortBy(enum.IntEnum):
 
 
 class Model(WireModel):
-    name: str
-    description: str
-    metadata: dict[str, Any]
-    labels: list[str]
-    notes: str
+    name: StoredText
+    description: StoredText
+    metadata: StoredJSON
+    labels: list[StoredText]
+    notes: StoredText
     creation_time: dt.datetime
     last_updated_time: dt.datetime
     id: int
     # The owner's name; None once the owner's user row is gone.
-    username: str | None
+    username: StoredText | None
     num_versions: int
 
 
@@ -119,32 +127,32 @@ class ModelVersion(WireModel):
     version: int
     creation_time: dt.datetime
     last_updated_time: dt.datetime
-    name: str
-    comment: str
-    notes: str
-    labels: list[str]
-    metadata: dict[str, Any]
+    name: StoredText
+    comment: StoredText
+    notes: StoredText
+    labels: list[StoredText]
+    metadata: StoredJSON
     id: int
 
 
-class PostModelRequest(WireModel):
+class PostModelRequest(RequestModel):
     name: ModelName | None = Field(default=None, description="must equal the path's name")
-    description: Text = ""
+    description: Description = ""
     metadata: dict[str, Any] | None = None
     labels: Labels | None = None
-    notes: Text = ""
+    notes: Notes = ""
 
 
-class ModelPatch(WireModel):
+class ModelPatch(RequestModel):
     """The fields to replace; those absent (or null) are left as they are."""
 
-    description: Text | None = None
+    description: Description | None = None
     metadata: dict[str, Any] | None = None
     labels: Labels | None = None
-    notes: Text | None = None
+    notes: Notes | None = None
 
 
-class PatchModelRequest(WireModel):
+class PatchModelRequest(RequestModel):
     model: ModelPatch
 
 
@@ -161,28 +169,28 @@ class DeleteModelResponse(WireModel):
     pass
 
 
-class PostModelVersionRequest(WireModel):
+class PostModelVersionRequest(RequestModel):
     """``checkpointUuid`` (or the reference client's ``checkpoint_uuid``) and optional fields."""
 
     checkpoint_uuid: Annotated[Text, StringConstraints(min_length=1, max_length=64)]
     name: ShortText = ""
-    comment: Text = ""
+    comment: Description = ""
     labels: Labels | None = None
-    notes: Text = ""
+    notes: Notes = ""
     metadata: dict[str, Any] | None = None
 
 
-class ModelVersionPatch(WireModel):
+class ModelVersionPatch(RequestModel):
     """The fields to replace; those absent (or null) are left as they are."""
 
     name: ShortText | None = None
-    comment: Text | None = None
-    notes: Text | None = None
+    comment: Description | None = None
+    notes: Notes | None = None
     labels: Labels | None = None
     metadata: dict[str, Any] | None = None
 
 
-class PatchModelVersionRequest(WireModel):
+class PatchModelVersionRequest(RequestModel):
     model_version: ModelVersionPatch
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
+from detlite.master.schemas._values import Count, RequestModel, SearcherMetric
 from detlite.master.schemas.base import WireModel
 
 __all__ = [
@@ -32,18 +31,20 @@ class OperationResponse(WireModel):
     preempt: bool
 
 
-class CompletedOperationRequest(WireModel):
-    """The chief finished VALIDATE_AFTER ``length`` (batches) with this searcher metric."""
+class CompletedOperationRequest(RequestModel):
+    """The chief finished VALIDATE_AFTER ``length`` (batches) with this searcher metric.
 
-    length: int = Field(ge=0)
-    searcher_metric: float | None = None
+    A metric of null, NaN or +-Infinity is "no result": the searcher ranks it worst."""
+
+    length: Count
+    searcher_metric: SearcherMetric = None
 
 
 class PreemptionResponse(WireModel):
     preempt: bool
 
 
-class EarlyExitRequest(WireModel):
+class EarlyExitRequest(RequestModel):
     """Determined's EarlyExitReason."""
 
     reason: Literal["ERRORED", "USER_REQUESTED_STOP", "INVALID_HP"]

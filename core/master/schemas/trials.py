@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from detlite.api.enums import CheckpointState, ExperimentState
+from detlite.master.schemas._values import StoredJSON, StoredText
 from detlite.master.schemas.base import WireModel
 from detlite.master.schemas.common import Pagination
 from detlite.master.schemas.metrics import MetricsRow
@@ -16,7 +16,7 @@ __all__ = ["CheckpointSummary", "GetTrialsResponse", "Trial", "TrialResponse"]
 class CheckpointSummary(WireModel):
     """The trial's best checkpoint, in brief (the checkpoints API has the whole of it)."""
 
-    uuid: str
+    uuid: StoredText
     total_batches: int
     state: CheckpointState
     end_time: dt.datetime | None
@@ -30,24 +30,24 @@ class Trial(WireModel):
 
     id: int
     experiment_id: int
-    request_id: str
-    hparams: dict[str, Any]
+    request_id: StoredText
+    hparams: StoredJSON
     seed: int
     state: ExperimentState
     restarts: int
     total_batches_processed: int
     start_time: dt.datetime
     end_time: dt.datetime | None
-    warm_start_checkpoint_uuid: str | None
+    warm_start_checkpoint_uuid: StoredText | None
     best_validation: MetricsRow | None
     latest_validation: MetricsRow | None
     best_checkpoint: CheckpointSummary | None
     # Where the latest workers ran (a detlite addition): the nodes, each rank's device
     # ("gpu:<id>" or "cpu"), per rank in full, and the resource manager that placed them.
-    node: str | None = None
-    devices: list[str] | None = None
-    placement: list[dict[str, Any]] | None = None
-    resource_manager: str | None = None
+    node: StoredText | None = None
+    devices: list[StoredText] | None = None
+    placement: list[StoredJSON] | None = None
+    resource_manager: StoredText | None = None
 
 
 class TrialResponse(WireModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from detlite.master.schemas._values import StoredText
 from detlite.master.schemas.base import WireModel
 from detlite.master.schemas.common import Pagination
 from detlite.master.schemas.experiments import Experiment
@@ -25,7 +26,7 @@ __all__ = [
 
 class ExperimentSummary(WireModel):
     experiment: Experiment
-    searcher_metric: str | None = Field(description="the config's searcher.metric")
+    searcher_metric: StoredText | None = Field(description="the config's searcher.metric")
     smaller_is_better: bool
     best_metric: float | None = Field(
         description="the best searcher metric of any validation of its trials"
@@ -41,7 +42,7 @@ class GetExperimentSummariesResponse(WireModel):
 class MetricSeries(WireModel):
     trial_id: int
     kind: MetricsKind
-    metric: str
+    metric: StoredText
     steps: list[int]
     values: list[float | None]
 
@@ -50,4 +51,4 @@ class GetMetricSeriesResponse(WireModel):
     """Every numeric metric of every trial asked for, ordered by trial id then metric name."""
 
     series: list[MetricSeries]
-    metrics: list[str] = Field(description="the metric names that appear, sorted")
+    metrics: list[StoredText] = Field(description="the metric names that appear, sorted")

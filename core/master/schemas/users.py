@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, model_validator
 
+from detlite.master.schemas._values import RequestModel, StoredText
 from detlite.master.schemas.base import WireModel
 
 __all__ = [
@@ -29,11 +30,12 @@ __all__ = [
 Username = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.@+-]+$")
 ]
-# Only the length is bounded: any characters may be in a password.
+# Only the length is bounded, and the rules every string keeps (no NUL, no lone surrogate:
+# a password is hashed as UTF-8).
 Password = Annotated[str, StringConstraints(max_length=1024)]
 
 
-class AgentUserGroup(WireModel):
+class AgentUserGroup(RequestModel):
     """The POSIX identity a user's tasks run as; accepted for compatibility, not stored yet."""
 
     agent_uid: int | None = None
@@ -44,13 +46,13 @@ class AgentUserGroup(WireModel):
 
 class User(WireModel):
     id: int
-    username: str
+    username: StoredText
     admin: bool
     active: bool
     agent_user_group: AgentUserGroup | None = None
 
 
-class LoginRequest(WireModel):
+class LoginRequest(RequestModel):
     username: Annotated[str, StringConstraints(max_length=255)]
     password: Password = ""
 
@@ -76,14 +78,14 @@ class GetUsersResponse(WireModel):
     users: list[User]
 
 
-class NewUser(WireModel):
+class NewUser(RequestModel):
     username: Username
     admin: bool = False
     active: bool = True
     agent_user_group: AgentUserGroup | None = None
 
 
-class PostUserRequest(WireModel):
+class PostUserRequest(RequestModel):
     user: NewUser
     password: Password = ""
 
@@ -92,7 +94,7 @@ class UserResponse(WireModel):
     user: User
 
 
-class SetPasswordRequest(WireModel):
+class SetPasswordRequest(RequestModel):
     """``{"password": "..."}``, or the bare JSON string that Determined's route took."""
 
     password: Password = Field(description="the new password (plain; empty removes it)")
@@ -103,6 +105,6 @@ class SetPasswordRequest(WireModel):
         return {"password": data} if isinstance(data, str) else data
 
 
-class PatchUserRequest(WireModel):
+class PatchUserRequest(RequestModel):
     admin: bool | None = None
     active: bool | None = None
