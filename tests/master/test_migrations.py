@@ -192,3 +192,90 @@ def test_a_restarted_master_keeps_its_data(database_url: str, tmp_path: Path) ->
         assert second.login("kept", "pw-kept")
         with second.client(token) as client:  # tokens survive restarts too
             assert client.get("/api/v1/auth/user").json()["user"]["username"] == "admin"
+
+
+def _rows(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    with engine.connect() as conn:
+        return {
+            table: [
+                tuple(row) for row in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1"))
+            ]
+            for table in sorted(TABLES)
+        }
+
+
+def _schema(engine: Engine) -> dict[str, dict[str, object]]:
+    """What must survive a rebuild: columns, keys, foreign keys, indexes, unique constraints."""
+    inspector = sa.inspect(engine)
+
+    def named(items: list[dict[str, object]]) -> list[str]:
+        return sorted(repr(sorted(item.items(), key=lambda kv: kv[0])) for item in items)
+
+    return {
+        table: {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                for c in inspector.get_columns(table)
+            ],
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "foreign_keys": named(list(inspector.get_foreign_keys(table))),  # type: ignore[arg-type]
+            "indexes": named(list(inspector.get_indexes(table))),  # type: ignore[arg-type]
+            "unique": named(list(inspector.get_unique_constraints(table))),  # type: ignore[arg-type]
+        }
+        for table in sorted(TABLES)
+    }
+
+
+def _new_experiment_id(engine: Engine) -> int:
+    with db.make_sessionmaker(engine)() as session:
+        owner = session.scalars(sa.select(User).where(User.username == "admin")).one()
+        row = Experiment(owner_id=owner.id, config={})
+        session.add(row)
+        session.commit()
+        return row.id
+
+
+def test_0004_keeps_every_row_and_key_and_ids_stop_repeating(engine: Engine) -> None:
+    db.upgrade(engine, "0003")
+    maker = db.make_sessionmaker(engine)
+    with maker() as session:
+        exp_id, uuid = _populate(session)
+        model = Model(name="m")
+        session.add(model)
+        session.flush()
+        session.add(ModelVersion(model_id=model.id, version=1, checkpoint_uuid=uuid))
+        session.commit()
+    newest = _new_experiment_id(engine)
+    rows, schema = _rows(engine), _schema(engine)
+    assert all(rows[table] for table in TABLES - {"tokens"})
+
+    db.upgrade(engine)
+    assert db.current_revision(engine) == db.head_revision() == "0004"
+    assert _rows(engine) == rows
+    assert _schema(engine) == schema
+    # Foreign keys still cascade from the rebuilt parents (and still restrict).
+    with maker() as session:
+        with pytest.raises(sa.exc.IntegrityError):  # a model version holds the checkpoint
+            session.execute(sa.delete(Checkpoint).where(Checkpoint.uuid == uuid))
+            session.commit()
+        session.rollback()
+        session.execute(sa.delete(ModelVersion))
+        session.execute(sa.delete(Experiment).where(Experiment.id.in_([exp_id, newest])))
+        session.commit()
+        for table in (Trial, TrainingMetrics, ValidationMetrics, TrialLog, Checkpoint):
+            assert session.scalar(sa.select(sa.func.count()).select_from(table)) == 0
+    # The newest id was deleted: the next experiment does not get it again.
+    assert _new_experiment_id(engine) > newest
+
+    # Down to 0003 (nothing to undo) and up again keeps the keys and the rows.
+    kept = _rows(engine)
+    config = db.alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    db.upgrade(engine)
+    assert _rows(engine) == kept
+    with maker() as session:
+        session.execute(sa.delete(Experiment))
+        session.commit()
+    assert _new_experiment_id(engine) > max(row[0] for row in kept["experiments"])

@@ -23,10 +23,20 @@ def test_password_hashes_are_salted_scrypt_and_verify() -> None:
     assert not security.verify_password("", first)
 
 
-def test_the_empty_password_is_null_and_matches_only_itself() -> None:
-    assert security.hash_password("") is None
+def test_the_empty_password_is_hashed_and_the_legacy_null_matches_only_it() -> None:
+    stored = security.hash_password("")
+    assert stored.startswith(f"scrypt${security.SCRYPT_N}$")
+    assert security.verify_password("", stored) and not security.verify_password(" ", stored)
+    assert not security.needs_rehash(stored)
+    # NULL, the marker older databases hold for the empty password, still means it.
     assert security.verify_password("", None)
     assert not security.verify_password(" ", None)
+    assert security.needs_rehash(None)
+
+
+def test_the_dummy_hash_matches_no_password() -> None:
+    assert not security.verify_password("", security.DUMMY_HASH)
+    assert not security.needs_rehash(security.DUMMY_HASH)
 
 
 @pytest.mark.parametrize("stored", ["", "bcrypt$1$2$3$a$b", "scrypt$x$8$1$AA==$AA==", "scrypt$1"])

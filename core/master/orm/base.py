@@ -8,6 +8,11 @@ The same models run on SQLite and PostgreSQL, so the types here are the portable
 - JSON columns use ``sa.JSON`` (``json`` on PostgreSQL, text on SQLite).
 - Big integer primary keys (metrics, logs) are plain ``INTEGER`` on SQLite, because only an
   ``INTEGER PRIMARY KEY`` column is SQLite's auto-incrementing rowid.
+- Ids are never reused, on either database. PostgreSQL's sequences never go back; SQLite
+  gives a new row the highest rowid + 1, which is a deleted row's id again when that row
+  was the last, unless the table is ``AUTOINCREMENT``. Every table with an integer key
+  carries ``SQLITE_AUTOINCREMENT`` in its ``__table_args__`` (migration 0004 rebuilt the
+  older tables that way).
 - States are stored as their ``STATE_*`` strings (a VARCHAR, no database enum type), so adding
   a state never needs an ``ALTER TYPE``.
 
@@ -26,7 +31,15 @@ from sqlalchemy.orm import DeclarativeBase
 
 from detlite.api.enums import StateEnum
 
-__all__ = ["NAMING_CONVENTION", "Base", "BigIntPK", "UTCDateTime", "state_type", "utcnow"]
+__all__ = [
+    "NAMING_CONVENTION",
+    "SQLITE_AUTOINCREMENT",
+    "Base",
+    "BigIntPK",
+    "UTCDateTime",
+    "state_type",
+    "utcnow",
+]
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -35,6 +48,10 @@ NAMING_CONVENTION: dict[str, str] = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+#: In a table's ``__table_args__``: its integer key is AUTOINCREMENT on SQLite, so that the
+#: id of a deleted row is never given again (the module docstring says why).
+SQLITE_AUTOINCREMENT: dict[str, Any] = {"sqlite_autoincrement": True}
 
 # BIGINT where rows can number in the billions; SQLite's rowid is already 64-bit.
 BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from detlite.api.enums import ExperimentState
-from detlite.master.orm.base import Base, state_type, utcnow
+from detlite.master.orm.base import SQLITE_AUTOINCREMENT, Base, state_type, utcnow
 from detlite.master.orm.users import User
 
 __all__ = ["Experiment", "Trial"]
@@ -40,7 +40,7 @@ __all__ = ["Experiment", "Trial"]
 
 class Experiment(Base):
     __tablename__ = "experiments"
-    __table_args__ = (sa.Index(None, "state", "archived"),)
+    __table_args__ = (sa.Index(None, "state", "archived"), SQLITE_AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     owner_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
@@ -77,6 +77,7 @@ class Trial(Base):
     __table_args__ = (
         sa.UniqueConstraint("experiment_id", "request_id"),
         sa.Index(None, "experiment_id", "state"),
+        SQLITE_AUTOINCREMENT,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

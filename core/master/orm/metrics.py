@@ -4,8 +4,8 @@ Rows are read back per trial in batch order (``trial_id, batches_trained``) or i
 order for logs (``trial_id, id``), so those are the indexes. ``trial_run_id`` is the trial's
 restart count when the row was reported: after a restart from an older checkpoint, readers
 keep the latest run's rows for a batch number. (trial, trialRunId, batches) is unique in each
-metrics table (migration 0002), so that two identical reports racing each other cannot both
-insert: the second fails and its retry replaces the first.
+metrics table (migration 0002): reports upsert on it, so that repeats racing each other
+leave one row (``detlite.master.queries.metrics``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from detlite.master.orm.base import Base, BigIntPK, utcnow
+from detlite.master.orm.base import SQLITE_AUTOINCREMENT, Base, BigIntPK, utcnow
 
 __all__ = ["TrainingMetrics", "TrialLog", "ValidationMetrics"]
 
@@ -40,6 +40,7 @@ class TrainingMetrics(_MetricsRow, Base):
     __table_args__ = (
         sa.Index(None, "trial_id", "batches_trained"),
         sa.Index(None, "trial_id", "trial_run_id", "batches_trained", unique=True),
+        SQLITE_AUTOINCREMENT,
     )
 
 
@@ -50,6 +51,7 @@ class ValidationMetrics(_MetricsRow, Base):
     __table_args__ = (
         sa.Index(None, "trial_id", "batches_trained"),
         sa.Index(None, "trial_id", "trial_run_id", "batches_trained", unique=True),
+        SQLITE_AUTOINCREMENT,
     )
 
     num_inputs: Mapped[int | None]
@@ -57,7 +59,7 @@ class ValidationMetrics(_MetricsRow, Base):
 
 class TrialLog(Base):
     __tablename__ = "trial_logs"
-    __table_args__ = (sa.Index(None, "trial_id", "id"),)
+    __table_args__ = (sa.Index(None, "trial_id", "id"), SQLITE_AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     trial_id: Mapped[int] = mapped_column(sa.ForeignKey("trials.id", ondelete="CASCADE"))

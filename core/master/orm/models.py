@@ -3,7 +3,8 @@
 A version points at a checkpoint; version numbers start at 1 and are unique per model (the
 server assigns ``max(version) + 1``). Labels, notes and version metadata are the additions of
 API.md improvement 14. A registered checkpoint cannot be deleted from under its versions
-(the foreign key restricts), only marked DELETED by garbage collection rules that skip it.
+(the foreign key restricts), and garbage collection skips it; its experiment cannot be
+deleted while it is registered (``detlite.master.queries.models`` has the rule).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from detlite.master.orm.base import Base, utcnow
+from detlite.master.orm.base import SQLITE_AUTOINCREMENT, Base, utcnow
 
 __all__ = ["Model", "ModelVersion"]
 
 
 class Model(Base):
     __tablename__ = "models"
+    __table_args__ = (SQLITE_AUTOINCREMENT,)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(255), unique=True)
@@ -47,7 +49,7 @@ class Model(Base):
 
 class ModelVersion(Base):
     __tablename__ = "model_versions"
-    __table_args__ = (sa.UniqueConstraint("model_id", "version"),)
+    __table_args__ = (sa.UniqueConstraint("model_id", "version"), SQLITE_AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"))

@@ -1,8 +1,9 @@
 """Users and their API tokens.
 
-``password_hash`` is NULL for the empty password: the initial migration creates ``admin`` and
-``determined`` that way, as the reference did, and setting an empty password stores NULL again.
-Otherwise it holds a self-describing scrypt hash (see ``detlite.master.security``).
+``password_hash`` holds a self-describing scrypt hash (see ``detlite.master.security``), for
+the empty password too. NULL is the legacy marker of the empty password: the initial
+migration creates ``admin`` and ``determined`` that way, as the reference did; their first
+login stores a real hash in its place.
 Tokens are stored only as their sha256, so a copy of the database grants no sessions.
 """
 
@@ -13,13 +14,14 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from detlite.master.orm.base import Base, utcnow
+from detlite.master.orm.base import SQLITE_AUTOINCREMENT, Base, utcnow
 
 __all__ = ["Token", "User"]
 
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (SQLITE_AUTOINCREMENT,)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(sa.String(255), unique=True)
@@ -41,6 +43,7 @@ class Token(Base):
     """One login session: valid while not revoked and not expired."""
 
     __tablename__ = "tokens"
+    __table_args__ = (SQLITE_AUTOINCREMENT,)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)

@@ -11,7 +11,18 @@ Decisions:
   highest version is read. Either way ``max(version) + 1`` is read by one registration at a
   time, so versions are 1, 2, ... without gaps or duplicates from races; the unique
   constraint stays as the last line of defence (its violation answers 409).
-- Only a COMPLETED checkpoint can be registered (409 otherwise, naming its state).
+- Who may register whose checkpoint: registering needs the right to change the model (its
+  owner or an admin) and the right to change the checkpoint's experiment (its owner or an
+  admin), on top of reading the checkpoint (anyone logged in may). Otherwise 403, saying who
+  may. A model version keeps its checkpoint, and with it the checkpoint's experiment: that
+  experiment cannot be deleted until those versions are (``queries.experiments.
+  ensure_deletable`` answers 409 naming every model version that holds one), so only those
+  who may delete the experiment may tie it down.
+- Only a COMPLETED checkpoint can be registered (409 otherwise, naming its state). The
+  checkpoint's row is locked from that check to the commit (``SELECT ... FOR UPDATE`` on
+  PostgreSQL; SQLite's write lock, held since the model's lock, covers it), so garbage
+  collection (``detlite.master.gc``, which locks the row before deciding) either marks it
+  DELETED first, and the registration answers 409, or sees the new version and keeps it.
 - Name and description filters are case-insensitive substrings (LIKE with the user's ``%``
   and ``_`` escaped); the labels filter keeps models with every given label. Labels live in
   a JSON column, which the two databases query differently, so that filter picks the
@@ -31,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from detlite.api.enums import CheckpointState
 from detlite.errors import Conflict, NotFound
-from detlite.master.orm import Checkpoint, Model, ModelVersion, User, utcnow
+from detlite.master.orm import Checkpoint, Experiment, Model, ModelVersion, User, utcnow
 from detlite.master.queries.checkpoints import checkpoint_wire
 from detlite.master.queries.users import require_owner_or_admin
 from detlite.master.schemas import models as wire
@@ -245,6 +256,7 @@ def require_version(db: Session, model: Model, version: int) -> ModelVersion:
 
 def register_version(
     db: Session,
+    user: User,
     model: Model,
     checkpoint_uuid: str,
     *,
@@ -254,7 +266,9 @@ def register_version(
     notes: str = "",
     metadata: dict[str, Any] | None = None,
 ) -> ModelVersion:
-    """Add the next version of ``model`` pointing at a COMPLETED checkpoint."""
+    """Add the next version of ``model`` pointing at a COMPLETED checkpoint, for ``user``
+    (who may change ``model``: the caller checks) if ``user`` may also change the
+    checkpoint's experiment (the module docstring has the rule)."""
     now = utcnow()
     # The lock described in the module docstring: this must be the transaction's first write.
     lock = sa.update(Model).where(Model.id == model.id).values(last_updated_time=now)
@@ -267,6 +281,15 @@ def register_version(
     checkpoint = db.get(Checkpoint, checkpoint_uuid, with_for_update=True)
     if checkpoint is None:
         raise NotFound(f"checkpoint {checkpoint_uuid} not found")
+    owner_id = db.scalar(
+        sa.select(Experiment.owner_id).where(Experiment.id == checkpoint.experiment_id)
+    )
+    require_owner_or_admin(
+        user,
+        owner_id,
+        f"register checkpoint {checkpoint_uuid} as a model version",
+        f"its experiment {checkpoint.experiment_id}",
+    )
     if checkpoint.state is not CheckpointState.COMPLETED:
         raise Conflict(
             f"checkpoint {checkpoint_uuid} is in state {checkpoint.state.value}; "

@@ -94,7 +94,13 @@ def update_flags(db: Session, user: User, *, admin: bool | None, active: bool | 
 
 
 def check_credentials(db: Session, username: str, password: str) -> User:
-    """The user whose password this is: 401 for a wrong name or password, 403 if inactive."""
+    """The user whose password this is: 401 for a wrong name or password, 403 if inactive.
+
+    Every call does exactly one password verification of the same cost, whoever the user is
+    (unknown, inactive, empty password or not: ``detlite.master.security``), so its time
+    does not tell which users exist or how they log in. A login that succeeds against the
+    legacy empty-password marker (NULL) or a hash with older parameters stores a fresh hash
+    (the caller commits), after which that user's logins cost the same as everyone's."""
     user = get_user(db, username)
     if user is None:
         security.verify_nothing(password)
@@ -103,6 +109,8 @@ def check_credentials(db: Session, username: str, password: str) -> User:
         raise Unauthenticated("invalid credentials: wrong username or password")
     if not user.active:
         raise Forbidden(f"user {username!r} is inactive; an admin can reactivate it")
+    if security.needs_rehash(user.password_hash):
+        user.password_hash = security.hash_password(password)
     return user
 
 

@@ -4,6 +4,10 @@ Login takes the plain password (API.md improvement 13); the legacy route does to
 clients that hash client-side only work for the empty password. Wrong credentials answer 401
 (the reference's legacy route said 403) and an inactive user 403. The legacy route's
 ``?cookie=true`` (a WebUI cookie) is not implemented: tokens travel in the header only.
+
+Every login does the same work whoever the user is: exactly one scrypt verification with
+the same parameters for an unknown user, an inactive one, and one with or without a password
+(``queries.users.check_credentials``), so the answer's time does not enumerate users.
 """
 
 from __future__ import annotations

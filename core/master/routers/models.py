@@ -5,6 +5,10 @@ metadata are API.md improvement 14. Listings answer with and without a trailing 
 reference client added one). ``sort_by`` and ``order_by`` take the proto number or the name
 (``SORT_BY_NAME``/``NAME``, ``ORDER_BY_DESC``/``DESC``); unknown values are a 400 listing the
 accepted ones. Anyone logged in may read; changes need the model's owner or an admin.
+Registering a checkpoint as a version needs, besides, its experiment's owner or an admin
+(403 otherwise): a registered checkpoint keeps its experiment from being deleted, so only
+those who may delete the experiment may register its checkpoints (the rule and what it
+means for deleting the experiment are in ``detlite.master.queries.models``).
 
 Version numbers are ``max + 1`` (``detlite.master.queries.models`` says how that stays safe
 when registrations race), so deleting the highest version frees its number again; a number
@@ -21,6 +25,7 @@ from fastapi import APIRouter, Path, Query
 from detlite.errors import APIError
 from detlite.master.deps import CurrentUser, DbSession
 from detlite.master.queries import models as queries
+from detlite.master.schemas._values import PathText
 from detlite.master.schemas.common import OrderBy, parse_enum
 from detlite.master.schemas.models import (
     DeleteModelResponse,
@@ -102,7 +107,7 @@ def get_models(
 
 @router.post("/{name}")
 def post_model(
-    name: str, db: DbSession, user: CurrentUser, body: PostModelRequest | None = None
+    name: PathText, db: DbSession, user: CurrentUser, body: PostModelRequest | None = None
 ) -> GetModelResponse:
     """Create a model owned by the caller (the body may be left out); 409 if the name is
     taken."""
@@ -129,13 +134,13 @@ def post_model(
 
 
 @router.get("/{name}")
-def get_model(name: str, db: DbSession) -> GetModelResponse:
+def get_model(name: PathText, db: DbSession) -> GetModelResponse:
     return GetModelResponse(model=queries.model_wire(db, queries.require_model(db, name)))
 
 
 @router.patch("/{name}")
 def patch_model(
-    name: str, db: DbSession, user: CurrentUser, body: PatchModelRequest
+    name: PathText, db: DbSession, user: CurrentUser, body: PatchModelRequest
 ) -> GetModelResponse:
     """Replace the fields given (owner or admin); bumps ``lastUpdatedTime``."""
     model = queries.require_model(db, name)
@@ -154,7 +159,7 @@ def patch_model(
 
 
 @router.delete("/{name}")
-def delete_model(name: str, db: DbSession, user: CurrentUser) -> DeleteModelResponse:
+def delete_model(name: PathText, db: DbSession, user: CurrentUser) -> DeleteModelResponse:
     """Delete a model and its versions (owner or admin); the checkpoints stay."""
     model = queries.require_model(db, name)
     queries.check_can_modify(user, model)
@@ -166,13 +171,15 @@ def delete_model(name: str, db: DbSession, user: CurrentUser) -> DeleteModelResp
 @router.post("/{name}/versions")
 @router.post("/{name}/versions/", include_in_schema=False)
 def post_model_version(
-    name: str, db: DbSession, user: CurrentUser, body: PostModelVersionRequest
+    name: PathText, db: DbSession, user: CurrentUser, body: PostModelVersionRequest
 ) -> GetModelVersionResponse:
-    """Register a COMPLETED checkpoint as the model's next version (owner or admin)."""
+    """Register a COMPLETED checkpoint as the model's next version: the model's owner or an
+    admin, who must also own the checkpoint's experiment or be an admin."""
     model = queries.require_model(db, name)
     queries.check_can_modify(user, model)
     row = queries.register_version(
         db,
+        user,
         model,
         body.checkpoint_uuid,
         name=body.name,
@@ -188,7 +195,7 @@ def post_model_version(
 @router.get("/{name}/versions", summary="List a model's versions")
 @router.get("/{name}/versions/", include_in_schema=False)
 def get_model_versions(
-    name: str,
+    name: PathText,
     db: DbSession,
     sort_by: EnumParam = "0",
     order_by: EnumParam = "0",
@@ -214,7 +221,7 @@ def get_model_versions(
 
 
 @router.get("/{name}/versions/{version}")
-def get_model_version(name: str, version: Version, db: DbSession) -> GetModelVersionResponse:
+def get_model_version(name: PathText, version: Version, db: DbSession) -> GetModelVersionResponse:
     model = queries.require_model(db, name)
     row = queries.require_version(db, model, version)
     return GetModelVersionResponse(model_version=queries.version_wire(db, row))
@@ -222,7 +229,11 @@ def get_model_version(name: str, version: Version, db: DbSession) -> GetModelVer
 
 @router.patch("/{name}/versions/{version}")
 def patch_model_version(
-    name: str, version: Version, db: DbSession, user: CurrentUser, body: PatchModelVersionRequest
+    name: PathText,
+    version: Version,
+    db: DbSession,
+    user: CurrentUser,
+    body: PatchModelVersionRequest,
 ) -> GetModelVersionResponse:
     """Replace the version's fields given (owner or admin of the model)."""
     model = queries.require_model(db, name)
@@ -244,7 +255,7 @@ def patch_model_version(
 
 @router.delete("/{name}/versions/{version}")
 def delete_model_version(
-    name: str, version: Version, db: DbSession, user: CurrentUser
+    name: PathText, version: Version, db: DbSession, user: CurrentUser
 ) -> DeleteModelVersionResponse:
     """Delete one version (owner or admin of the model); its checkpoint stays.
 
