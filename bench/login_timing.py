@@ -30,16 +30,12 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
+from master_api import serve  # bench/ is on sys.path when this script runs
 
 from detlite.master import Settings, create_app
 
@@ -51,28 +47,6 @@ KINDS: dict[str, tuple[str, str, int]] = {
     "unknown": ("nobody-by-this-name", "wrong", 401),
     "inactive": ("inactive", "pw", 403),
 }
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` under uvicorn in a daemon thread on a free loopback port; yields its URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="bench-master", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the master did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def login(client: httpx.Client, username: str, password: str) -> int:

@@ -22,6 +22,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from detlite.cli._storage_options import allowed_storage_options
+
 __all__ = ["master_command"]
 
 
@@ -53,24 +55,7 @@ __all__ = ["master_command"]
     type=click.Path(file_okay=False, path_type=Path),
     help="Checkpoint storage directory [default: $XDG_DATA_HOME/detlite/checkpoints]",
 )
-@click.option(
-    "--allow-shared-fs",
-    "allow_shared_fs",
-    multiple=True,
-    metavar="PATH",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Allow experiments to keep checkpoints (shared_fs host_path[/storage_path]) in "
-    "this directory or below it; repeatable. The --storage directory is always allowed.",
-)
-@click.option(
-    "--allow-s3",
-    "allow_s3",
-    multiple=True,
-    metavar="BUCKET[/PREFIX][@ENDPOINT_URL]",
-    help="Allow experiments to keep checkpoints in this S3 bucket (under PREFIX, at "
-    "ENDPOINT_URL; without it, AWS's default endpoint); repeatable. The master contacts no "
-    "S3 endpoint that is not listed.",
-)
+@allowed_storage_options
 @click.option(
     "--token-ttl-hours",
     type=click.FloatRange(min=0, min_open=True),

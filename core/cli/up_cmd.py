@@ -30,6 +30,7 @@ from pathlib import Path
 
 import click
 
+from detlite.cli._storage_options import allowed_storage_options
 from detlite.errors import DetliteError
 
 __all__ = ["down_command", "up_command"]
@@ -171,22 +172,7 @@ def _master_takes(option: str) -> bool:
     type=click.IntRange(min=1),
     help="Worker slots [default: one per GPU, else one per CPU core]",
 )
-@click.option(
-    "--allow-shared-fs",
-    "allow_shared_fs",
-    multiple=True,
-    metavar="PATH",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="More shared_fs roots experiments may use (repeatable; see detlite master --help). "
-    "The master's own checkpoint directory is always allowed.",
-)
-@click.option(
-    "--allow-s3",
-    "allow_s3",
-    multiple=True,
-    metavar="BUCKET[/PREFIX][@ENDPOINT_URL]",
-    help="S3 buckets experiments may use (repeatable; see detlite master --help).",
-)
+@allowed_storage_options
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
