@@ -55,7 +55,8 @@ def check_relpath(relpath: str, where: str) -> str:
     """``relpath`` if it names a file strictly inside a checkpoint; CorruptCheckpoint if not.
 
     Stored names come from storage we do not control (any client can write keys into a
-    bucket), so a name like ``../../.bashrc`` must never reach the filesystem.
+    bucket), so a name like ``../../.bashrc`` must never reach the filesystem; nor may a
+    backslash, which Windows reads as a separator and the shared_fs resolver refuses.
     """
     parts = relpath.split("/")
     if (
@@ -63,6 +64,7 @@ def check_relpath(relpath: str, where: str) -> str:
         or PurePosixPath(relpath).is_absolute()
         or any(p in ("", ".", "..") for p in parts)
         or "\0" in relpath
+        or "\\" in relpath  # a separator on Windows, where ``..\x`` climbs out
     ):
         raise CorruptCheckpoint(
             f"refusing the stored file name {relpath!r} in {where}: it would land outside "

@@ -452,7 +452,13 @@ def remove_checkpoint(root: StorageRoot, uuid: str, files: Iterable[str] | None)
     check_uuid(uuid)
     relpaths = sorted(files) if files is not None else None
     for relpath in relpaths or ():
-        _relparts(relpath)  # every name checked before anything is removed
+        try:
+            _relparts(relpath)  # every name checked before anything is removed
+        except ValueError as exc:  # a record an older master accepted
+            raise UnsafeStoragePath(
+                f"checkpoint {uuid} records {relpath!r}, which cannot be addressed: {exc}; "
+                "nothing was deleted (an administrator must remove its files)"
+            ) from None
     if not root.base.is_dir():
         raise StorageNotFound(
             f"checkpoint storage {root.base} is not a directory here; is the shared "

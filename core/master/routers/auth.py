@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import CurrentToken, CurrentUser, DbSession, get_state, public
 from detlite.master.orm import utcnow
 from detlite.master.queries import users as queries
@@ -28,7 +29,7 @@ from detlite.master.schemas.users import (
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(route_class=BodyOffLoopRoute, tags=["auth"])
 
 
 def _login(request: Request, db: DbSession, body: LoginRequest) -> LoginResponse:

@@ -42,6 +42,7 @@ from detlite.api.enums import CheckpointState
 from detlite.errors import APIError, Conflict, DetliteError, NotFound
 from detlite.interfaces import StorageBackend
 from detlite.master import gc
+from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import CurrentUser, DbSession, get_state
 from detlite.master.orm import Experiment, Trial
 from detlite.master.queries import checkpoints as queries
@@ -63,7 +64,7 @@ from detlite.storage._paths import check_uuid
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["checkpoints"])
+router = APIRouter(route_class=BodyOffLoopRoute, tags=["checkpoints"])
 
 _StateList = Annotated[list[str], Query()]
 

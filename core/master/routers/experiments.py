@@ -41,6 +41,7 @@ from detlite.errors import (
     StorageNotAllowed,
 )
 from detlite.master import context_archive, gc
+from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import CurrentUser, DbSession, get_state
 from detlite.master.queries import experiments as queries
 from detlite.master.scheduler.defaults import (
@@ -63,7 +64,7 @@ from detlite.plugins import get_plugins
 
 __all__ = ["ExperimentId", "parse_order_by", "parse_states", "router"]
 
-router = APIRouter(prefix="/api/v1/experiments", tags=["experiments"])
+router = APIRouter(route_class=BodyOffLoopRoute, prefix="/api/v1/experiments", tags=["experiments"])
 logger = logging.getLogger("detlite.master")
 
 ExperimentId = Annotated[int, Path(ge=0, le=INT32_MAX, description="the experiment's id")]

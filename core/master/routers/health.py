@@ -8,13 +8,14 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 
 from detlite import __version__
+from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.db import database_kind
 from detlite.master.deps import DbSession, get_state, public
 from detlite.master.schemas import WireModel
 
 __all__ = ["HealthResponse", "router"]
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=BodyOffLoopRoute, tags=["health"])
 
 
 class HealthResponse(WireModel):

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 
 from detlite.errors import APIError
+from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import CurrentUser, DbSession
 from detlite.master.orm import Trial
 from detlite.master.queries import experiments as experiment_queries
@@ -60,7 +61,7 @@ from detlite.master.schemas.metrics import (
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(route_class=BodyOffLoopRoute, tags=["metrics"])
 
 
 def _reporting_trial(db: DbSession, user: CurrentUser, trial_id: int) -> Trial:

@@ -23,6 +23,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Path, Query
 
 from detlite.errors import APIError
+from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import CurrentUser, DbSession
 from detlite.master.queries import models as queries
 from detlite.master.schemas._values import PathText
@@ -46,7 +47,7 @@ from detlite.master.schemas.models import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"])
+router = APIRouter(route_class=BodyOffLoopRoute, prefix="/api/v1/models", tags=["models"])
 
 _E = TypeVar("_E", bound=enum.IntEnum)
 

@@ -28,6 +28,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
+from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import CurrentUser
 from detlite.master.routers.trials import TrialId
 from detlite.master.scheduler import get_scheduler
@@ -41,7 +42,7 @@ from detlite.master.schemas.searcher import (
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["searcher"])
+router = APIRouter(route_class=BodyOffLoopRoute, tags=["searcher"])
 
 AllocationId = Annotated[
     str, Query(alias="allocationId", min_length=1, max_length=64, description="the worker group")

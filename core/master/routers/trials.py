@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from detlite.errors import APIError
+from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import CurrentUser, DbSession
 from detlite.master.queries import experiments as experiment_queries
 from detlite.master.queries import trials as queries
@@ -29,7 +30,7 @@ from detlite.master.schemas.trials import GetTrialsResponse, TrialResponse
 
 __all__ = ["TrialId", "router"]
 
-router = APIRouter(tags=["trials"])
+router = APIRouter(route_class=BodyOffLoopRoute, tags=["trials"])
 
 TrialId = Annotated[int, Path(ge=0, le=INT32_MAX, description="the trial's id")]
 

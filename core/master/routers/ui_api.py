@@ -23,6 +23,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
 from detlite.errors import APIError
+from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import DbSession
 from detlite.master.orm import Experiment, Trial, ValidationMetrics
 from detlite.master.queries import checkpoints as checkpoint_queries
@@ -43,7 +44,7 @@ from detlite.master.schemas.ui import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/ui", tags=["ui"])
+router = APIRouter(route_class=BodyOffLoopRoute, prefix="/api/v1/ui", tags=["ui"])
 
 _BEST_METRIC = "BEST_METRIC"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from detlite.errors import Forbidden
+from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import AdminUser, CurrentToken, DbSession
 from detlite.master.queries import users as queries
 from detlite.master.schemas._values import PathText
@@ -19,7 +20,7 @@ from detlite.master.schemas.users import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
+router = APIRouter(route_class=BodyOffLoopRoute, prefix="/api/v1/users", tags=["users"])
 
 
 @router.get("")

@@ -1,0 +1,86 @@
+"""Request bodies are parsed and validated on a worker thread, never in the event loop.
+
+FastAPI parses a JSON body (``json.loads``) and validates it against the endpoint's model
+(pydantic, and the value rules of ``detlite.master.schemas._values``, a walk in Python over
+every value) inside the event loop, before it hands a synchronous endpoint to its thread.
+A body within its cap can hold millions of values (16 MiB of ``0,`` is eight million): one
+such report kept the loop busy for seconds, and while the loop is busy nothing else is
+answered, health and login included, whatever lane they have.
+
+``BodyOffLoopRoute`` (the route class of every router) therefore parses and validates a
+JSON body on anyio's thread pool first, and hands FastAPI the validated model: FastAPI's
+own validation then finds an instance of the model, which pydantic accepts as it is. A
+body that is not JSON, or fails to parse or validate, is answered exactly as FastAPI would
+(a ``RequestValidationError``, the master's 400 naming the field). The thread still shares
+the interpreter's lock, but gives it up every few milliseconds, so the loop keeps
+answering while a large body is checked.
+"""
+
+from __future__ import annotations
+
+import email.message
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio.to_thread
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["BodyOffLoopRoute"]
+
+_Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def _is_json(content_type: str | None, strict: bool) -> bool:
+    """Whether FastAPI would parse a body of this content type as JSON."""
+    if not content_type:
+        return not strict
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
+
+
+class BodyOffLoopRoute(APIRoute):
+    """An APIRoute whose single JSON body is parsed and validated off the event loop."""
+
+    def get_route_handler(self) -> _Handler:
+        handler = super().get_route_handler()
+        field = self.body_field
+        single = len(self.dependant.body_params) == 1 and not getattr(
+            self, "_embed_body_fields", False
+        )
+        if field is None or not single:
+            return handler
+        strict = bool(getattr(self, "strict_content_type", True))
+
+        def validated(body: bytes) -> Any:
+            try:
+                data = json.loads(body)
+            except json.JSONDecodeError as exc:
+                error = {
+                    "type": "json_invalid",
+                    "loc": ("body", exc.pos),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": exc.msg},
+                }
+                raise RequestValidationError([error]) from None
+            value, errors = field.validate(data, {}, loc=("body",))
+            if errors:
+                raise RequestValidationError(errors)
+            return value
+
+        async def parse_then_handle(request: Request) -> Response:
+            body = await request.body()
+            if body and _is_json(request.headers.get("content-type"), strict):
+                # FastAPI's ``await request.json()`` returns this (Starlette caches it).
+                request._json = await anyio.to_thread.run_sync(validated, body)
+            return await handler(request)
+
+        return parse_then_handle
