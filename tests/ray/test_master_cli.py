@@ -42,6 +42,7 @@ def test_a_master_configured_by_file_runs_trials_on_ray(
     settings = {
         "db_url": f"sqlite:///{tmp_path / 'master.db'}",
         "storage_path": str(tmp_path / "checkpoints"),
+        "storage_roots": [str(tmp_path / "ckpt")],  # where the experiment keeps checkpoints
         "port": 8080,  # the command line wins over the file
         "resource_manager": {"type": "ray", "address": ray_head.address},
     }
