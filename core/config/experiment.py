@@ -42,6 +42,7 @@ from detlite.config.storage import DataLayerConfig, SharedFSDataLayer, StorageCo
 __all__ = [
     "MAX_DESCRIPTION",
     "MAX_LABEL",
+    "MAX_LABELS",
     "ExperimentConfig",
     "InternalConfig",
     "NativeConfig",
@@ -53,6 +54,8 @@ __all__ = [
 #: experiment keeps the same bounds, so the fields are bounded however they were set.
 MAX_DESCRIPTION = 10_000
 MAX_LABEL = 255
+#: The most labels an experiment or a model may have: every listing row carries them.
+MAX_LABELS = 100
 
 _ENTRYPOINT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
@@ -107,7 +110,7 @@ class ExperimentConfig(ConfigModel):
 
     description: Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION)] | None = None
     labels: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL)]] = Field(
-        default_factory=list
+        default_factory=list, max_length=MAX_LABELS
     )
     data: dict[str, Any] = Field(default_factory=dict)
     entrypoint: str | None = None

@@ -11,7 +11,9 @@ answered, health and login included, whatever lane they have.
 JSON body on anyio's thread pool first, and hands FastAPI the validated model: FastAPI's
 own validation then finds an instance of the model, which pydantic accepts as it is. A
 body that is not JSON, or fails to parse or validate, is answered exactly as FastAPI would
-(a ``RequestValidationError``, the master's 400 naming the field). The thread still shares
+(a ``RequestValidationError``, the master's 400 naming the field); so is JSON that
+Python will not build (an integer of thousands of digits, or nesting deeper than its
+recursion limit), where FastAPI's own parser gives a 400 too. The thread still shares
 the interpreter's lock, but gives it up every few milliseconds, so the loop keeps
 answering while a large body is checked.
 """
@@ -46,6 +48,23 @@ def _is_json(content_type: str | None, strict: bool) -> bool:
     return subtype == "json" or subtype.endswith("+json")
 
 
+def _unparsable(exc: ValueError | RecursionError) -> dict[str, Any]:
+    """The error for JSON that is well formed but that Python will not build: an integer
+    over ``sys.get_int_max_str_digits()`` digits (ValueError), or arrays and objects nested
+    deeper than the interpreter's recursion limit (RecursionError)."""
+    if isinstance(exc, RecursionError):
+        reason = "it nests arrays and objects too deep; flatten it (at most 32 levels)"
+    else:
+        reason = f"{exc}; send numbers of at most 4,300 digits (big ones as strings)"
+    return {
+        "type": "json_invalid",
+        "loc": ("body",),
+        "msg": "JSON decode error",
+        "input": {},
+        "ctx": {"error": reason},
+    }
+
+
 class BodyOffLoopRoute(APIRoute):
     """An APIRoute whose single JSON body is parsed and validated off the event loop."""
 
@@ -71,6 +90,8 @@ class BodyOffLoopRoute(APIRoute):
                     "ctx": {"error": exc.msg},
                 }
                 raise RequestValidationError([error]) from None
+            except (ValueError, RecursionError) as exc:
+                raise RequestValidationError([_unparsable(exc)]) from None
             value, errors = field.validate(data, {}, loc=("body",))
             if errors:
                 raise RequestValidationError(errors)

@@ -43,7 +43,12 @@ each refusal is the one JSON error shape of ``detlite.master.errors``:
    - the API lane, ``API_SLOTS``: every authenticated request;
    - the login lane, ``LOGIN_SLOTS``: ``POST /api/v1/auth/login`` and ``POST /login``. A
      login costs a scrypt hash (tens of milliseconds of CPU, 16 MiB of memory), so a flood
-     of logins queues in its own lane and cannot starve the API, nor the API starve it;
+     of logins queues in its own lane and cannot starve the API, nor the API starve it.
+     One client address may have at most ``LOGINS_PER_CLIENT`` logins in flight (from
+     the first byte of the request to its answer); the next is a 429 with
+     ``Retry-After``, so that one client with many connections cannot fill the queue and
+     make every other login wait behind it (behind a reverse proxy every client has the
+     proxy's address, and shares its allowance);
    - the public lane, ``PUBLIC_SLOTS``: health, and any other public endpoint that reads the
      database;
    - no lane for public endpoints that use no database (the UI's files).
@@ -114,6 +119,8 @@ __all__ = [
     "BODY_TIMEOUT",
     "DEFAULT_BODY_LIMIT",
     "EXPERIMENT_BODY_LIMIT",
+    "LOGINS_PER_CLIENT",
+    "LOGIN_RETRY_AFTER",
     "LOGIN_SLOTS",
     "MAX_CONCURRENT_REQUESTS",
     "MAX_HEADER_BYTES",
@@ -135,6 +142,10 @@ LOGIN_SLOTS = 2
 PUBLIC_SLOTS = 2
 API_SLOTS = MAX_CONCURRENT_REQUESTS - LOGIN_SLOTS - PUBLIC_SLOTS
 TOKEN_CHECKS = 4
+#: Logins one client address may have in flight at once (being read, waiting or running).
+LOGINS_PER_CLIENT = 4
+#: What a login refused for that tells its client to wait, in seconds.
+LOGIN_RETRY_AFTER = 1
 
 EXPERIMENT_BODY_LIMIT = 160 * MiB
 REPORT_BODY_LIMIT = 16 * MiB
@@ -230,6 +241,7 @@ class Admission:
         self._lanes: dict[Lane, anyio.Semaphore] | None = None
         self._token_checks: anyio.CapacityLimiter | None = None
         self._budgets: dict[int, _Budget] = {}
+        self._logins: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -239,6 +251,37 @@ class Admission:
         if policy is None:
             await self.app(scope, receive, send)
             return
+        if policy.lane is Lane.LOGIN:
+            await self._login(policy, scope, receive, send)
+            return
+        await self._admit(policy, scope, receive, send)
+
+    async def _login(self, policy: _Policy, scope: Scope, receive: Receive, send: Send) -> None:
+        """A login, unless its client address already has ``LOGINS_PER_CLIENT`` in flight
+        (429 with Retry-After): the login lane is a queue, and one client with many
+        connections would otherwise fill it, so that everyone else's login waits behind
+        all of them."""
+        client = scope.get("client")
+        address = str(client[0]) if client else ""
+        if self._logins.get(address, 0) >= LOGINS_PER_CLIENT:
+            too_many = APIError(
+                f"too many logins at once from {address or 'this client'} (at most "
+                f"{LOGINS_PER_CLIENT}): wait for them to finish, then try again",
+                status=429,
+            )
+            refused = self._refusal(Headers(scope=scope), too_many)
+            refused.headers["Retry-After"] = str(LOGIN_RETRY_AFTER)
+            await refused.answer(scope, receive, send)
+            return
+        self._logins[address] = self._logins.get(address, 0) + 1
+        try:
+            await self._admit(policy, scope, receive, send)
+        finally:
+            left = self._logins.pop(address) - 1
+            if left:
+                self._logins[address] = left
+
+    async def _admit(self, policy: _Policy, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         try:
             user_id = None if policy.public else await self._authenticate(scope, headers)

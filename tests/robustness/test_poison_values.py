@@ -392,21 +392,31 @@ def test_the_same_length_caps_apply_through_the_config_and_patch(
         refused(owner.post("/api/v1/experiments", json={"config": config}), "description")
         text = yaml.safe_dump(config)
         refused(owner.post("/api/v1/experiments", json={"config": text}), "description")
-    config = {**linear_config(), "labels": ["l" * 256]}
-    refused(owner.post("/api/v1/experiments", json={"config": config}), "labels")
+    many = [f"label-{i}" for i in range(101)]  # every listing row carries them
+    for labels in (["l" * 256], many):
+        config = {**linear_config(), "labels": labels}
+        refused(owner.post("/api/v1/experiments", json={"config": config}), "labels")
     assert owner.get("/api/v1/experiments").json()["pagination"]["total"] == 0
 
     exp_id = post_experiment(owner, {**linear_config(), "description": "d" * 10_000})["experiment"][
         "id"
     ]
     url = f"/api/v1/experiments/{exp_id}"
-    for body in ({"description": over}, {"description": huge}, {"labels": ["l" * 256]}):
+    for body in (
+        {"description": over},
+        {"description": huge},
+        {"labels": ["l" * 256]},
+        {"labels": many},
+    ):
         refused(owner.patch(url, json=body), next(iter(body)))
     assert owner.patch(url, json={"description": "d" * 10_000}).status_code == 200
+    assert owner.patch(url, json={"labels": many[:100]}).status_code == 200
 
     refused(owner.post("/api/v1/models/m1", json={"description": over}), "description")
     assert owner.post("/api/v1/models/m1", json={"description": "d" * 10_000}).is_success
     refused(owner.patch("/api/v1/models/m1", json={"model": {"description": over}}), "description")
+    refused(owner.post("/api/v1/models/m2", json={"labels": many}), "labels")
+    refused(owner.patch("/api/v1/models/m1", json={"model": {"labels": many}}), "labels")
 
 
 # -- what is already stored -------------------------------------------------------------------

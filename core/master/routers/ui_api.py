@@ -32,7 +32,14 @@ from detlite.master.queries import metrics as metric_queries
 from detlite.master.queries import trials as trial_queries
 from detlite.master.routers.experiments import ExperimentId, parse_order_by, parse_states
 from detlite.master.routers.trials import TrialId
-from detlite.master.schemas._values import Limit, Offset, QueryItem, QueryText, finite_float
+from detlite.master.schemas._values import (
+    MAX_QUERY_ITEMS,
+    Limit,
+    Offset,
+    QueryItem,
+    QueryText,
+    finite_float,
+)
 from detlite.master.schemas.common import OrderBy, Pagination, parse_enum
 from detlite.master.schemas.metrics import MetricsKind, MetricsRow
 from detlite.master.schemas.ui import (
@@ -133,10 +140,10 @@ def get_experiment_summaries(
     order_by: str = "ORDER_BY_UNSPECIFIED",
     offset: Offset = 0,
     limit: Limit = 0,
-    states: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
+    states: Annotated[list[str], Query(max_length=MAX_QUERY_ITEMS)] = [],  # noqa: B006 - FastAPI copies defaults
     archived: bool | None = None,
-    users: Annotated[list[QueryItem], Query()] = [],  # noqa: B006
-    labels: Annotated[list[QueryItem], Query()] = [],  # noqa: B006
+    users: Annotated[list[QueryItem], Query(max_length=MAX_QUERY_ITEMS)] = [],  # noqa: B006
+    labels: Annotated[list[QueryItem], Query(max_length=MAX_QUERY_ITEMS)] = [],  # noqa: B006
     description: QueryText = "",
     name: QueryText = "",
 ) -> GetExperimentSummariesResponse:

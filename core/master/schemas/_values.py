@@ -57,6 +57,7 @@ from detlite.master.schemas.base import WireModel
 __all__ = [
     "INT32_MAX",
     "MAX_JSON_DEPTH",
+    "MAX_QUERY_ITEMS",
     "MAX_SAFE_INTEGER",
     "MAX_STORED_DEPTH",
     "Count",
@@ -146,8 +147,14 @@ def _number_problem(value: int | float) -> str | None:
             return f"{value} is not a finite number; JSON numbers must be finite"
         return None
     if abs(value) > MAX_SAFE_INTEGER:
-        digits = len(str(abs(value)))
-        shown = str(value) if digits <= 24 else f"an integer of {digits} digits"
+        bits = abs(value).bit_length()
+        if bits > 4096:
+            # str() refuses an integer over sys.get_int_max_str_digits() digits (4,300),
+            # which YAML's ``0x...`` builds without that check: count from its bits.
+            shown = f"an integer of about {int(bits * math.log10(2)):,} digits"
+        else:
+            digits = len(str(abs(value)))
+            shown = str(value) if digits <= 24 else f"an integer of {digits} digits"
         return (
             f"{shown} is beyond +-2**53, where a double (JSON's number) loses integers; "
             "send it as a float or a string"
@@ -307,6 +314,9 @@ QueryText = Annotated[str, Query(max_length=1024), AfterValidator(check_text)]
 PathText = Annotated[str, AfterValidator(check_text)]
 #: One of a repeated string query parameter (``labels``, ``users``).
 QueryItem = Annotated[str, AfterValidator(check_text)]
+#: How many times a listing's filter parameter may repeat (``labels=a&labels=b``...): each
+#: label is one more condition, and SQLite refuses a query of about a thousand (a 500).
+MAX_QUERY_ITEMS = 100
 #: A listing's offset (negative counts from the end) and limit (0 for all).
 Offset = Annotated[
     int,

@@ -5,7 +5,8 @@ context either as Determined 0.15's ``modelDefinition`` file list or as ``contex
 (a base64 ``.tar.gz``), not both; with neither the experiment has an empty context.
 ``PatchExperimentRequest`` accepts Determined's shape (the patched fields at the top level)
 and the wrapped ``{"experiment": {...}}`` alike. Its caps are the config's: a description of
-at most ``MAX_DESCRIPTION`` characters and labels of 1 to ``MAX_LABEL`` (``detlite.config``),
+at most ``MAX_DESCRIPTION`` characters and at most ``MAX_LABELS`` labels of 1 to ``MAX_LABEL``
+(``detlite.config``),
 so an experiment's fields have the same bounds however they were set; notes have at most
 ``MAX_NOTES``.
 """
@@ -18,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints, model_validator
 
 from detlite.api.enums import ExperimentState
-from detlite.config.experiment import MAX_DESCRIPTION, MAX_LABEL
+from detlite.config.experiment import MAX_DESCRIPTION, MAX_LABEL, MAX_LABELS
 from detlite.master.schemas._values import RequestModel, StoredJSON, StoredText
 from detlite.master.schemas.base import WireModel
 from detlite.master.schemas.common import Pagination
@@ -118,7 +119,7 @@ class PatchExperimentRequest(RequestModel):
 
     description: Description | None = None
     name: Description | None = None
-    labels: list[Label] | None = None
+    labels: Annotated[list[Label], Field(max_length=MAX_LABELS)] | None = None
     notes: Annotated[str, StringConstraints(max_length=MAX_NOTES)] | None = None
 
     @model_validator(mode="before")

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from detlite.config.experiment import MAX_DESCRIPTION
+from detlite.config.experiment import MAX_DESCRIPTION, MAX_LABELS
 from detlite.master.schemas._values import RequestModel, StoredJSON, StoredText
 from detlite.master.schemas._values import check_text as _check_value_text
 from detlite.master.schemas.base import WireModel
@@ -89,7 +89,7 @@ ShortText = Annotated[Text, StringConstraints(max_length=MAX_NAME)]
 Description = Annotated[Text, StringConstraints(max_length=MAX_DESCRIPTION)]
 Notes = Annotated[Text, StringConstraints(max_length=MAX_NOTES)]
 Label = Annotated[Text, StringConstraints(min_length=1, max_length=MAX_NAME)]
-Labels = Annotated[list[Label], AfterValidator(_unique)]
+Labels = Annotated[list[Label], Field(max_length=MAX_LABELS), AfterValidator(_unique)]
 ModelName = Annotated[str, AfterValidator(check_model_name)]
 
 
