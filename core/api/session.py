@@ -139,7 +139,8 @@ class Session:
             except requests.ConnectionError as exc:
                 raise MasterNotFound(
                     f"could not reach the master at {self.master} ({type(exc).__name__}); "
-                    "is it running (detlite master)? Set DETLITE_MASTER to its address"
+                    "is it running? Start one with `detlite up` (in the background) or "
+                    "`detlite master`, or set DETLITE_MASTER to its address"
                 ) from exc
             except requests.Timeout as exc:
                 raise APIError(

@@ -23,6 +23,9 @@ Decisions:
   archived experiment with one trial, one batch and one validation runs
   (``detlite.experimental._create.config_for_test_experiment``, as
   ``create(test=True)`` does); exit 1 (with the trials' logs) unless it COMPLETED.
+- ``create`` errors name the config file (a config that fails validation, checked here
+  first) or the config and the context (what the master refuses with a 400: a context
+  without the entrypoint's module). ``create -q`` prints only the new experiment's id.
 """
 
 from __future__ import annotations
@@ -181,21 +184,41 @@ def _read_config(path: Path) -> dict[str, Any]:
 @click.option("--test", "test_mode", is_flag=True, help="Run a one-batch test experiment.")
 @click.option("-f", "--follow", is_flag=True, help="Print the trials' logs until it ends.")
 @click.option("--paused", is_flag=True, help="Create it PAUSED (activate it later).")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Print only the new experiment's id: ID=$(... -q)."
+)
 @click.pass_obj
 def create_command(
-    master: str | None, config: Path, context_dir: Path, test_mode: bool, follow: bool, paused: bool
+    master: str | None,
+    config: Path,
+    context_dir: Path,
+    test_mode: bool,
+    follow: bool,
+    paused: bool,
+    quiet: bool,
 ) -> None:
     """Create an experiment from CONFIG (YAML) and the code in CONTEXT_DIR."""
+    from detlite.errors import APIError, InvalidExperimentConfig
     from detlite.experimental import Determined
+    from detlite.plugins import get_plugins
 
     raw = _read_config(config)
+    try:  # checked here first, so the message names the file (as preview-search does)
+        get_plugins().load_config(raw)
+    except InvalidExperimentConfig as exc:
+        raise InvalidExperimentConfig(exc.problems, source=str(config)) from None
     with Determined(master) as det:
         session = det._session
-        if test_mode:
-            _run_test_experiment(session, raw, context_dir)
-            return
-        experiment = det.create_experiment(raw, context_dir, activate=not paused)
-        click.echo(f"Created experiment {experiment.id}")
+        try:
+            if test_mode:
+                _run_test_experiment(session, raw, context_dir)
+                return
+            experiment = det.create_experiment(raw, context_dir, activate=not paused)
+        except APIError as exc:
+            if exc.status != 400:
+                raise
+            raise APIError(f"{config} with context {context_dir}: {exc}", status=400) from None
+        click.echo(str(experiment.id) if quiet else f"Created experiment {experiment.id}")
         if follow:
             follow_logs(
                 session,

@@ -1,9 +1,15 @@
-"""``detlite plugins``: what is installed, what each plugin registers, what is missing."""
+"""``detlite plugins``: what is installed, what each plugin registers, what is missing.
+
+A missing framework's hint is its extra (``pip install 'detlite[keras]'``); when detlite is
+installed from a source checkout, the hint also gives the form for the clone, with its
+constraints (``installFromSource`` in ``--json``)."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -24,15 +30,35 @@ def _module_version(module: str) -> str | None:
     return None
 
 
+def _source_checkout() -> Path | None:
+    """The clone detlite is installed from (editable), found by its constraints.txt."""
+    import detlite
+
+    root = Path(detlite.__file__).resolve().parent.parent
+    return (
+        root
+        if (root / "constraints.txt").is_file() and (root / "pyproject.toml").is_file()
+        else None
+    )
+
+
 def _status(reg: Registration) -> dict[str, Any]:
     missing = reg.missing()
     if missing:
         install = reg.install or f"pip install {' '.join(missing)}"
-        return {
+        status: dict[str, Any] = {
             "available": False,
             "reason": f"{', '.join(missing)} not installed",
             "install": install,
         }
+        extra = re.fullmatch(r"pip install 'detlite\[([\w,-]+)\]'", install)
+        root = _source_checkout() if extra else None
+        if extra and root is not None:
+            # From a clone, the extra goes through the pins, as the README's set-up does.
+            status["installFromSource"] = (
+                f"cd {root} && python3 -m pip install -c constraints.txt -e '.[{extra.group(1)}]'"
+            )
+        return status
     versions = {m: _module_version(m) for m in reg.requires}
     return {"available": True, "requires": {m: v for m, v in versions.items() if v}}
 
@@ -64,7 +90,9 @@ def plugin_report(plugins: Plugins) -> dict[str, Any]:
 
 def _status_text(item: dict[str, Any]) -> str:
     if not item["available"]:
-        return f"unavailable: {item['reason']}; install with: {item['install']}"
+        source = item.get("installFromSource")
+        also = f" (from the source checkout: {source})" if source else ""
+        return f"unavailable: {item['reason']}; install with: {item['install']}{also}"
     versions = ", ".join(f"{m} {v}" for m, v in item.get("requires", {}).items())
     return f"available ({versions})" if versions else "available"
 

@@ -29,6 +29,11 @@ Where it runs:
   command) nothing is submitted: the class is handed to the worker
   (``detlite.exec.trial.hand_over``), which stops the rest of the script.
 
+Errors. create() raises; it never ends its caller's process. But a DetliteError that a script
+leaves uncaught (a bad config, a config file that does not exist) is printed as the CLI prints
+it, ``error: ...`` on one line, and the script exits 1, without the traceback (shown with
+``DETLITE_DEBUG=1``): ``show_uncaught_errors_in_one_line``.
+
 The entrypoint and the command. The config's ``entrypoint`` is filled in from the class when
 it is missing (``module:Qualname``; a class defined in the script run as ``__main__`` is named
 after the script's path in the context). ``command`` is stored as
@@ -51,7 +56,12 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
 from detlite.api.enums import ExperimentState
 from detlite.context import entrypoint_of
-from detlite.errors import ExperimentFailed, InvalidExperiment
+from detlite.errors import (
+    DetliteError,
+    ExperimentFailed,
+    InvalidExperiment,
+    InvalidExperimentConfig,
+)
 from detlite.experimental._local import (
     NATIVE_DEFAULTS,
     ConfigArg,
@@ -147,6 +157,57 @@ def create(
     ``ExperimentReference``. ``plugins`` replaces the installed plugins for validating the
     config and for test mode (tests register their own frameworks there).
     """
+    try:
+        try:
+            return _create(
+                trial_def, config, local, test, context_dir, command, master_url, plugins
+            )
+        except InvalidExperimentConfig as exc:
+            named = isinstance(config, str | os.PathLike) and os.path.isfile(config)
+            if exc.source is None and named:  # name the file, as the CLI does
+                raise InvalidExperimentConfig(exc.problems, source=str(config)) from None
+            raise
+    except DetliteError:
+        show_uncaught_errors_in_one_line()
+        raise
+
+
+def debug_requested() -> bool:
+    """``DETLITE_DEBUG=1``: show tracebacks, as the CLI's ``--debug`` does."""
+    return os.environ.get("DETLITE_DEBUG", "").lower() in {"1", "true", "yes"}
+
+
+def show_uncaught_errors_in_one_line() -> None:
+    """If the script that called create() does not catch the DetliteError it raised, print
+    it as the CLI does (``error: ...``, no traceback) and exit 1, as Python does for any
+    uncaught exception. Only in a script run by Python with the default hook: a caller that
+    catches the error, IPython, or a hook of the user's own is left alone."""
+    main = sys.modules.get("__main__")
+    if debug_requested() or sys.flags.interactive or getattr(main, "__file__", None) is None:
+        return
+    if sys.excepthook is not sys.__excepthook__:
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if isinstance(exc, DetliteError) and not debug_requested():
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return
+        previous(kind, exc, tb)
+
+    sys.excepthook = hook
+
+
+def _create(
+    trial_def: type[Trial],
+    config: ConfigArg,
+    local: bool,
+    test: bool,
+    context_dir: str | os.PathLike[str],
+    command: Sequence[str] | None,
+    master_url: str | None,
+    plugins: Plugins | None,
+) -> ExperimentReference | TestModeResult:
     check_trial_class(trial_def)
     if os.environ.get(IN_TRIAL_WORKER_ENV) == "1":
         from detlite.exec import trial as worker

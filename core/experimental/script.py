@@ -17,19 +17,24 @@ and then takes::
 ``--local`` (or ``--master ... --wait``) ends by printing the best checkpoint and the two
 lines of Python that load it (``load_args``: what to pass to ``load``, e.g.
 ``'tags=["serve"]'``).
+
+A mistake (a config file that does not exist, a config that fails validation, any other
+DetliteError) is printed as the CLI prints it, ``error: ...`` naming the config file, and the
+script exits 1; ``DETLITE_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from detlite.config import parse_config_yaml
+from detlite.errors import DetliteError, InvalidExperimentConfig
 from detlite.experimental._checkpoint import Checkpoint
-from detlite.experimental._create import create
+from detlite.experimental._create import create, debug_requested
 from detlite.experimental._experiment import ExperimentReference
 
 __all__ = ["train_main"]
@@ -53,18 +58,46 @@ def train_main(
     parser.add_argument("--master", help="the master's address (default: DETLITE_MASTER)")
     parser.add_argument("--wait", action="store_true", help="with --master: wait for the end")
     args = parser.parse_args(argv)
-    config_path = Path(args.config)
-    if not config_path.is_file():
-        config_path = here / args.config  # a name of one of this example's configs
-    config = yaml.safe_load(config_path.read_text())
-    result = create(
-        trial_def=trial_def,
-        config=config,
-        local=args.local,
-        test=args.test,
-        context_dir=str(here),
-        master_url=args.master,
-    )
+    try:
+        _run(trial_def, here, args, load_args)
+    except DetliteError as exc:
+        if debug_requested():
+            raise
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _read_config(name: str, here: Path) -> dict[str, Any]:
+    """``--config``: a path, else the name of a config next to the script."""
+    path = Path(name)
+    if not path.is_file():
+        path = here / name
+    if not path.is_file():
+        raise InvalidExperimentConfig(
+            [f"no such file (looked in the working directory and in {here})"], source=name
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise InvalidExperimentConfig([f"cannot read it: {exc}"], source=str(path)) from None
+    return parse_config_yaml(text, source=str(path))
+
+
+def _run(trial_def: type, here: Path, args: argparse.Namespace, load_args: str) -> None:
+    config = _read_config(args.config, here)
+    try:
+        result = create(
+            trial_def=trial_def,
+            config=config,
+            local=args.local,
+            test=args.test,
+            context_dir=str(here),
+            master_url=args.master,
+        )
+    except InvalidExperimentConfig as exc:
+        if exc.source is not None:
+            raise
+        raise InvalidExperimentConfig(exc.problems, source=args.config) from None
     if isinstance(result, ExperimentReference) and not args.test:
         if args.wait and not args.local:  # with --local, create() has waited already
             result.wait(interval=1)

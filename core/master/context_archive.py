@@ -30,10 +30,19 @@ to trial workers (``GET /api/v1/experiments/{id}/model_def``); workers unpack it
 ``pack_files`` builds an archive from ``(path, kind, content, mode)`` entries, which is
 how the master turns Determined's ``modelDefinition`` file list into the stored blob, and
 ``pack_directory`` packs a context directory with the usual ignore rules.
+
+``check_entrypoint`` refuses, at creation, a context that does not hold the config's
+``entrypoint`` module (``model_def:MyTrial`` needs ``model_def.py`` or ``model_def/``), unless
+the module is importable where the master runs (an installed package, as workers run in the
+same environment) or the config has a native ``command`` (the worker re-runs a script and is
+handed the class). Without it, a context directory one level too high was accepted and every
+trial failed its restarts with ``No module named 'model_def'``.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import io
 import os
 import posixpath
@@ -47,6 +56,7 @@ from typing import Literal
 
 from detlite.context import MAX_CONTEXT_SIZE as _DEFAULT_MAX_SIZE
 from detlite.context import iter_context_files
+from detlite.errors import InvalidExperiment
 from detlite.master._archive_scan import ScanLimits, scan_headers
 from detlite.master._archive_scan import fail as _fail
 from detlite.master._archive_scan import size_limit_error as _size_limit_error
@@ -60,6 +70,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "ContextEntry",
     "EntryKind",
+    "check_entrypoint",
     "check_member_path",
     "empty_archive",
     "pack_directory",
@@ -302,3 +313,62 @@ def pack_directory(root: str | os.PathLike[str]) -> bytes:
             raise _size_limit_error(total, limit)
         files.append((posixpath.normpath(rel), "file", content, path.stat().st_mode))
     return pack_files(files)
+
+
+def _member_names(data: bytes) -> list[str]:
+    with _open(data) as archive:
+        try:
+            return [check_member_path(m.name) for m in archive]
+        except (tarfile.TarError, OSError, EOFError, UnicodeError) as exc:
+            raise _fail(f"the archive is damaged ({exc})") from None
+
+
+def _installed(top_level: str) -> bool:
+    # A top-level name is looked up on sys.path without importing anything.
+    try:
+        return importlib.util.find_spec(top_level) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _holds_module(names: Iterable[str], module: str) -> bool:
+    stem = module.replace(".", "/")
+    suffixes = tuple(importlib.machinery.all_suffixes())
+    for name in names:
+        if name == stem or name.startswith(stem + "/"):
+            return True  # a package (or namespace package) directory
+        if name.startswith(stem + ".") and name.endswith(suffixes):
+            return True  # model_def.py, or a compiled extension module
+    return False
+
+
+def check_entrypoint(
+    entrypoint: str | None, has_command: bool, data: bytes, *, shown: int = 8
+) -> None:
+    """InvalidExperiment when the context ``data`` lacks the module of ``entrypoint``
+    (``"module:ClassName"``), naming the entrypoint and the first ``shown`` files it holds.
+
+    Nothing is checked without an entrypoint, with a native command, or when the module's
+    top-level package is importable in this environment (``detlite.testing.fake``)."""
+    if not entrypoint or has_command:
+        return
+    module = entrypoint.partition(":")[0]
+    if not module or _installed(module.split(".")[0]):
+        return
+    names = _member_names(data)
+    if _holds_module(names, module):
+        return
+    files = sorted(names)
+    if files:
+        listed = ", ".join(files[:shown]) + (
+            f", ... ({len(files)} in all)" if len(files) > shown else ""
+        )
+        holds = f"the context holds {listed}"
+    else:
+        holds = "the context is empty"
+    path = module.replace(".", "/")
+    raise InvalidExperiment(
+        f"entrypoint {entrypoint!r}: module {module!r} is not in the context ({path}.py or "
+        f"{path}/ at its top); {holds}. Pass the directory that holds {path}.py as the "
+        "context directory"
+    )

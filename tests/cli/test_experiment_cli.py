@@ -303,3 +303,63 @@ def test_create(
     assert final == "STATE_CANCELED"
     assert proc.returncode == 1 and "ended CANCELED" in err, (out, err)
     assert model_def_files(master, token, test_id) == ["model_def.py"]
+
+
+def test_create_quiet_prints_only_the_id(
+    master: LiveMaster, cli: CLI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``ID=$(detlite experiment create -q ...)``: the README's walkthrough uses the new id."""
+    monkeypatch.setenv("DETLITE_MASTER", master.url)
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "model_def.py").write_text("# the trial\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(linear_config()))
+    token = master.login("determined")
+
+    first = int(cli.ok("experiment", "create", "--paused", str(config), str(context)).split()[2])
+    out = cli.ok("experiment", "create", "-q", "--paused", str(config), str(context))
+    assert out.strip().isdigit() and out == out.strip() + "\n", out
+    new_id = int(out)
+    assert new_id != first
+    with master.client(token) as client:
+        answer = client.get(f"/api/v1/experiments/{new_id}").json()
+    assert answer["experiment"]["state"] == "STATE_PAUSED"
+
+
+def test_create_errors_name_the_config_file(
+    master: LiveMaster, cli: CLI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A bad config names its file; a context without the entrypoint's module (the parent
+    folder given as CONTEXT_DIR) is refused at creation, naming the entrypoint and the file."""
+    monkeypatch.setenv("DETLITE_MASTER", master.url)
+    parent = tmp_path / "examples"
+    (parent / "mnist").mkdir(parents=True)
+    (parent / "mnist" / "model_def.py").write_text("# the trial\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**linear_config(), "max_restarts": -1}))
+    code, out, err = cli("experiment", "create", str(bad), str(parent / "mnist"))
+    assert code == 2 and f"({bad})" in err and "max_restarts" in err, (out, err)
+
+    config = tmp_path / "adaptive.yaml"
+    config.write_text(yaml.safe_dump({**linear_config(), "entrypoint": "model_def:MNistTrial"}))
+    code, out, err = cli("experiment", "create", str(config), str(parent))
+    assert code != 0 and str(config) in err, (out, err)
+    assert "'model_def:MNistTrial'" in err and "mnist/model_def.py" in err, err
+    assert json.loads(cli.ok("experiment", "list", "--all", "--json")) == []
+    assert cli.ok("experiment", "create", "-q", str(config), str(parent / "mnist")).strip()
+
+
+def test_unreachable_master_suggests_detlite_up(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("DETLITE_MASTER", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code, out, err = cli("experiment", "list")
+    assert code != 0 and "could not reach the master" in err, (out, err)
+    assert "detlite up" in err and "detlite master" in err, err

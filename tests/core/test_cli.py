@@ -75,6 +75,10 @@ def test_plugins_json_reports_missing_frameworks_with_install_commands() -> None
             assert item["available"] is False
             assert item["reason"] == f"{module} not installed"
             assert item["install"] == f"pip install 'detlite[{name}]'"
+            # From a source checkout (this one), the form with the pins is given too.
+            root = Path(__file__).resolve().parents[2]
+            source = f"cd {root} && python3 -m pip install -c constraints.txt -e '.[{name}]'"
+            assert item["installFromSource"] == source
 
 
 @pytest.mark.skipif(

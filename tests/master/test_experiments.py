@@ -428,3 +428,45 @@ def test_state_machine(master: LiveMaster) -> None:
     with master.client(master.login("admin")) as client:  # an admin may act on anyone's
         assert client.post(f"/api/v1/experiments/{plain}/archive").status_code == 200
         assert client.delete(f"/api/v1/experiments/{plain}").status_code == 200
+
+
+def test_create_refuses_a_context_without_the_entrypoint_module(master: LiveMaster) -> None:
+    """``detlite experiment create adaptive.yaml examples`` (the parent folder) is refused
+    at creation, naming the entrypoint and what the context holds, instead of every trial
+    failing its restarts with ``No module named 'model_def'``."""
+    config = {**linear_config(), "entrypoint": "model_def:MNistTrial"}
+
+    def files(*paths: str) -> list[dict[str, Any]]:
+        return [{"path": p, "type": "file", "content": b64(b"pass\n")} for p in paths]
+
+    with master.client(master.login("determined")) as client:
+
+        def create(**body: Any) -> httpx.Response:
+            return client.post("/api/v1/experiments", json={"config": config, **body})
+
+        parent = files("mnist_pytorch/model_def.py", "mnist_pytorch/train.py", "README.md")
+        error = assert_error(create(modelDefinition=parent), 400, "'model_def:MNistTrial'")
+        assert "model_def.py" in error["message"], error
+        assert "mnist_pytorch/model_def.py" in error["message"], error
+        archive = tgz([(member("mnist_pytorch/model_def.py"), b"pass\n")])
+        assert_error(create(contextArchive=b64(archive)), 400, "model_def:MNistTrial")
+        assert_error(create(), 400, "the context is empty")
+        assert_error(create(modelDefinition=parent, validateOnly=True), 400, "model_def")
+        many = files(*(f"f{i:02}.txt" for i in range(30)))
+        error = assert_error(create(modelDefinition=many), 400, "(30 in all)")
+        assert "f07.txt" in error["message"] and "f08.txt" not in error["message"], error
+        assert client.get("/api/v1/experiments").json()["pagination"]["total"] == 0
+
+        # The module as a file, as a package, in a package; an installed module; a native
+        # command (the worker re-runs it); validateOnly with no context checks the config only.
+        assert create(modelDefinition=files("model_def.py")).status_code == 200
+        assert create(modelDefinition=files("model_def/__init__.py")).status_code == 200
+        nested = {**config, "entrypoint": "pkg.model_def:MNistTrial"}
+        body = {"config": nested, "modelDefinition": files("pkg/model_def.py")}
+        assert client.post("/api/v1/experiments", json=body).status_code == 200
+        installed = {**config, "entrypoint": "detlite.testing.fake:LinearTrial"}
+        assert client.post("/api/v1/experiments", json={"config": installed}).status_code == 200
+        native = {**config, "internal": {"native": {"command": ["train.py"]}}}
+        body = {"config": native, "modelDefinition": files("train.py")}
+        assert client.post("/api/v1/experiments", json=body).status_code == 200
+        assert create(validateOnly=True).status_code == 200

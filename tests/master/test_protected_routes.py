@@ -26,6 +26,7 @@ PUBLIC = {
     ("GET", "/"),
     ("GET", "/ui/{name}"),
     ("GET", "/ui/vendor/plotly.min.js"),
+    ("GET", "/favicon.ico"),
 }
 
 

@@ -160,3 +160,18 @@ def test_a_missing_plotly_is_named_with_the_fix(
         response = client.get("/ui/vendor/plotly.min.js")
     assert response.status_code == 503
     assert "pip install plotly" in response.text
+
+
+def test_the_favicon_is_served_with_the_pages_headers(sqlite_master: LiveMaster) -> None:
+    """The browser's ``/favicon.ico`` gets an icon (not a 404), public, with the headers every
+    answer carries."""
+    with sqlite_master.client() as client:
+        page = client.get("/")
+        icon = client.get("/favicon.ico")
+    assert icon.status_code == 200, icon.text
+    assert icon.headers["content-type"] == "image/x-icon"
+    assert icon.content[:4] == b"\x00\x00\x01\x00"  # an ICO with one image
+    assert icon.content[22:30] == b"\x89PNG\r\n\x1a\n"
+    for name in ("content-security-policy", "x-content-type-options", "x-frame-options"):
+        assert icon.headers.get(name) == page.headers.get(name), name
+    assert icon.headers.get("content-security-policy")

@@ -5,12 +5,14 @@
   <base64 .tar.gz>, "validateOnly": false, "activate": true, "archived": false}``. The
   config is validated with every installed plugin searcher (400 listing each problem in
   ``details``); the context is checked by ``detlite.master.context_archive`` (400 for a bad
-  or oversized archive). Answers ``{"experiment", "config"}`` (``experiment`` null for
-  ``validateOnly``, which stores nothing). Not activated means created PAUSED.
+  or oversized archive, or one without the entrypoint's module: ``check_entrypoint``).
+  Answers ``{"experiment", "config"}`` (``experiment`` null for ``validateOnly``, which
+  stores nothing). Not activated means created PAUSED.
 - ``GET /api/v1/experiments``: filters ``states`` (repeated; names or numbers), ``archived``,
   ``users`` (usernames, repeated), ``labels`` (repeated; all must match), ``description``
   and ``name`` (case-insensitive substrings of the description); ``sort_by``, ``order_by``,
-  ``offset``, ``limit`` as in ``queries.experiments``. Answers ``{"experiments",
+  ``offset``, ``limit`` as in ``queries.experiments``; a repeated filter repeats at most
+  ``MAX_QUERY_ITEMS`` (100) times. Answers ``{"experiments",
   "pagination"}``.
 - ``GET /api/v1/experiments/{id}`` -> ``{"experiment", "config"}``;
   ``GET /api/v1/experiments/{id}/model_def`` -> ``{"b64Tgz"}`` (the context, for workers).
@@ -49,7 +51,14 @@ from detlite.master.scheduler.defaults import (
     check_storage_reachable,
     with_default_storage,
 )
-from detlite.master.schemas._values import Limit, Offset, QueryItem, QueryText, config_problems
+from detlite.master.schemas._values import (
+    MAX_QUERY_ITEMS,
+    Limit,
+    Offset,
+    QueryItem,
+    QueryText,
+    config_problems,
+)
 from detlite.master.schemas.common import OrderBy, parse_enum
 from detlite.master.schemas.experiments import (
     CreateExperimentRequest,
@@ -156,6 +165,12 @@ def create_experiment(
     check_storage_reachable(config)
     check_storage_allowed(config, settings.storage_locations)
     archive = _context_of(body)
+    native = config.internal.native if config.internal is not None else None
+    given = body.model_definition is not None or body.context_archive is not None
+    if given or not body.validate_only:  # validateOnly with no context checks the config only
+        context_archive.check_entrypoint(
+            config.entrypoint, bool(native is not None and native.command), archive
+        )
     if body.validate_only:
         return CreateExperimentResponse(experiment=None, config=config.to_dict())
     row = queries.create_experiment(
@@ -172,10 +187,10 @@ def get_experiments(
     order_by: str = "ORDER_BY_UNSPECIFIED",
     offset: Offset = 0,
     limit: Limit = 0,
-    states: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
+    states: Annotated[list[str], Query(max_length=MAX_QUERY_ITEMS)] = [],  # noqa: B006 - FastAPI copies defaults
     archived: bool | None = None,
-    users: Annotated[list[QueryItem], Query()] = [],  # noqa: B006
-    labels: Annotated[list[QueryItem], Query()] = [],  # noqa: B006
+    users: Annotated[list[QueryItem], Query(max_length=MAX_QUERY_ITEMS)] = [],  # noqa: B006
+    labels: Annotated[list[QueryItem], Query(max_length=MAX_QUERY_ITEMS)] = [],  # noqa: B006
     description: QueryText = "",
     name: QueryText = "",
 ) -> GetExperimentsResponse:

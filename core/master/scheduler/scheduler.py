@@ -21,9 +21,10 @@ A tick:
    end) ends as its experiment says; one that reported an early exit ends (ERROR for
    ERRORED, else COMPLETED); an expected exit 0 (the group was told CLOSE or to stop)
    closes a closed trial or leaves a preempted one to be launched again; anything else is a
-   failure: ``restarts`` += 1, and past ``max_restarts`` the trial ends in ERROR and the
-   searcher hears ERRORED, else it is launched again from its latest checkpoint. The failed
-   rank's last stderr lines become trial logs. Allocations of killed trials get SIGKILL.
+   failure: with ``max_restarts`` restarts already made the trial ends in ERROR and the
+   searcher hears ERRORED, else ``restarts`` += 1 and it is launched again from its latest
+   checkpoint. The failed rank's last stderr lines become trial logs. Allocations of
+   killed trials get SIGKILL.
 3. Ends trials that are stopping and have no worker, closes closed trials that have no
    worker and no work left, and tells the searcher about trials that ended outside it
    (a trial killed while paused: USER_CANCELED).
@@ -399,9 +400,10 @@ class Scheduler:
             if trial.close_requested and not trial.pending_ops:
                 self._close(db, trial)
             return  # preempted: it runs again when it is ACTIVE and has work
-        trial.restarts += 1
         config = self.config(experiment)
-        if trial.restarts > config.max_restarts:
+        # ``restarts`` counts the restarts that happened: the failure that ends the trial
+        # is not one (max_restarts=5 means 6 runs and RESTARTS 5, never 6).
+        if trial.restarts >= config.max_restarts:
             logger.warning(
                 "trial %d failed (exit %d) past max_restarts=%d: ERROR",
                 trial.id,
@@ -410,6 +412,7 @@ class Scheduler:
             )
             self._end_errored(db, trial)
         else:
+            trial.restarts += 1
             logger.info("trial %d failed (exit %d): restart %d", trial.id, code, trial.restarts)
 
     def _close(self, db: Session, trial: Trial) -> None:
