@@ -224,3 +224,15 @@ def test_one_client_cannot_fill_the_login_queue(sqlite_master: LiveMaster) -> No
     while answer.status_code == 429 and time.monotonic() < deadline:
         answer = _login_from(url, "127.0.0.1")
     assert answer.status_code == 200, answer.text
+
+
+def test_a_config_over_one_mib_is_refused(master: LiveMaster) -> None:
+    """Every read of an experiment, listings included, loads its config: 1 MiB at most."""
+    with master.client(master.login("determined")) as client:
+        big = {**linear_config(), "data": {"blob": "x" * (1 << 20)}}
+        for config in (big, yaml.safe_dump(big)):
+            answer = client.post("/api/v1/experiments", json={"config": config})
+            assert_error(answer, 400, "over the limit of 1,048,576")
+        fits = {**linear_config(), "data": {"blob": "x" * 1000}}
+        assert client.post("/api/v1/experiments", json={"config": fits}).status_code == 200
+        assert client.get("/api/v1/experiments").json()["pagination"]["total"] == 1

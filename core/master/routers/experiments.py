@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from typing import Annotated, Any
 
@@ -95,10 +96,30 @@ def parse_order_by(value: str) -> OrderBy:
         raise APIError(f"order_by: {exc}", status=400) from None
 
 
+#: The largest experiment config the master stores (its JSON, or the YAML text sent): every
+#: read of the experiment, listings included, loads it. Real configs are a few KiB.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _config_too_large(size: int) -> InvalidExperiment:
+    return InvalidExperiment(
+        f"the experiment config is {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,} "
+        "(1 MiB); keep data out of the config (in the context or in storage)"
+    )
+
+
 def _load_config(config: str | dict[str, Any]) -> ExperimentConfig:
     # YAML text is parsed here, never handed to load_config as a str: that would read a
     # file on the master if the text happened to name one.
+    if isinstance(config, str) and len(config) > MAX_CONFIG_BYTES:
+        raise _config_too_large(len(config.encode("utf-8", "surrogatepass")))
     data = parse_config_yaml(config) if isinstance(config, str) else config
+    try:
+        size = len(json.dumps(data, default=str))
+    except (ValueError, RecursionError):
+        size = 0  # not JSON at all: config_problems below names what is wrong
+    if size > MAX_CONFIG_BYTES:  # also YAML whose aliases grew it
+        raise _config_too_large(size)
     # What the master stores keeps the value rules of schemas._values (YAML text can
     # carry a NaN, a NUL or a lone surrogate that a JSON body could not).
     problems = config_problems(data)
