@@ -389,9 +389,12 @@ def test_the_same_length_caps_apply_through_the_config_and_patch(
     over = "d" * 10_001
     for description in (huge, over):
         config = {**linear_config(), "description": description}
-        refused(owner.post("/api/v1/experiments", json={"config": config}), "description")
-        text = yaml.safe_dump(config)
-        refused(owner.post("/api/v1/experiments", json={"config": text}), "description")
+        for sent in (config, yaml.safe_dump(config)):
+            answer = owner.post("/api/v1/experiments", json={"config": sent})
+            if description is huge:  # the whole config is over its 1 MiB first
+                assert_error(answer, 400, "over the limit of 1,048,576")
+            else:
+                refused(answer, "description")
     many = [f"label-{i}" for i in range(101)]  # every listing row carries them
     for labels in (["l" * 256], many):
         config = {**linear_config(), "labels": labels}
