@@ -19,8 +19,9 @@
 - A trial that has ended (COMPLETED, CANCELED, ERROR...) refuses metrics with 409. Logs are
   accepted in any state: a worker's last lines often arrive after its trial ended.
 - Values: ``metrics`` is a JSON object of any JSON values within the rules of
-  ``schemas._values``; the schema has already turned each NaN and infinity into null
-  (JSON cannot carry them, and PostgreSQL's json type refuses them).
+  ``schemas._values``; the schema has already turned each NaN and infinity into the
+  string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (JSON cannot carry them, and
+  PostgreSQL's json type refuses them), so they are stored as they come.
 
 Read shapes: ``GET /api/v1/trials/{id}/metrics`` and ``GET /api/v1/experiments/{id}/metrics``
 answer ``{"metrics": [MetricsRow], "pagination": Pagination}``, a MetricsRow being
@@ -30,8 +31,7 @@ answer ``{"metrics": [MetricsRow], "pagination": Pagination}``, a MetricsRow bei
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,9 +46,7 @@ from detlite.master.schemas import metrics as schemas
 from detlite.master.schemas.common import Pagination, paginate
 
 __all__ = [
-    "NAN",
     "add_logs",
-    "clean_metrics",
     "effective_rows",
     "list_metrics",
     "log_wire",
@@ -58,31 +56,11 @@ __all__ = [
     "require_reportable",
 ]
 
-NAN = "NaN"
-
 MetricsTable = type[TrainingMetrics] | type[ValidationMetrics]
 
 
 def metrics_model(kind: schemas.MetricsKind) -> MetricsTable:
     return TrainingMetrics if kind == "training" else ValidationMetrics
-
-
-def clean_metrics(value: Any, path: str = "metrics") -> Any:
-    """``value`` with every NaN float replaced by ``"NaN"``; APIError (400) for an infinity."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return NAN
-        if math.isinf(value):
-            raise APIError(
-                f"{path}: {value} is not allowed; metric values must be finite numbers or NaN",
-                status=400,
-            )
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): clean_metrics(v, f"{path}.{k}") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_metrics(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    return value
 
 
 def require_reportable(trial: Trial) -> None:
@@ -113,7 +91,7 @@ def report_metrics(
             )
         run = report.trial_run_id if report.trial_run_id is not None else trial.restarts
         wanted[(run, report.steps_completed)] = (
-            clean_metrics(report.metrics, f"{kind}Metrics[{i}].metrics"),
+            report.metrics,  # NaN and infinities already by name (schemas._values.Metrics)
             report.num_inputs,
         )
     model = metrics_model(kind)

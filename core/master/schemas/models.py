@@ -27,8 +27,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, StringConstraints
 
 from detlite.config.experiment import MAX_DESCRIPTION, MAX_LABELS
-from detlite.master.schemas._values import RequestModel, StoredJSON, StoredText
-from detlite.master.schemas._values import check_text as _check_value_text
+from detlite.master.schemas._values import RequestModel, StoredJSON, StoredText, check_text
 from detlite.master.schemas.base import WireModel
 from detlite.master.schemas.checkpoints import Checkpoint
 from detlite.master.schemas.common import Pagination
@@ -73,11 +72,6 @@ def check_model_name(name: str) -> str:
     if name != name.strip():
         raise ValueError(f"a model name must not start or end with whitespace (got {name!r})")
     return name
-
-
-def check_text(text: str) -> str:
-    """``text`` unless it holds a NUL character or a lone surrogate (``schemas._values``)."""
-    return _check_value_text(text)
 
 
 def _unique(labels: list[str]) -> list[str]:
