@@ -8,8 +8,11 @@
   else ``APIError`` with ``status`` set. Nothing listening raises ``MasterNotFound`` naming
   the URL.
 - Idempotent requests (GET, HEAD, OPTIONS) are retried on 502, 503 and 504 with exponential
-  backoff (a proxy or a restarting master); other methods are never retried, since the
-  first attempt may have taken effect.
+  backoff (a proxy or a restarting master); other methods are not, since the first attempt
+  may have taken effect.
+- Any request answered 429 is sent again after the answer's ``Retry-After`` (at most
+  ``MAX_RETRY_AFTER`` seconds): the master's admission refuses before doing anything, so
+  even a POST is safe to repeat. Both kinds share the ``retries`` bound.
 
 ``get``/``post``/``put``/``patch``/``delete`` return the decoded JSON body (None when empty);
 ``request`` returns the ``requests.Response`` itself (for streams and files).
@@ -33,10 +36,12 @@ from detlite.errors import (
     Unauthenticated,
 )
 
-__all__ = ["IDEMPOTENT_METHODS", "RETRY_STATUSES", "Session", "error_for"]
+__all__ = ["IDEMPOTENT_METHODS", "MAX_RETRY_AFTER", "RETRY_STATUSES", "Session", "error_for"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RETRY_STATUSES = frozenset({502, 503, 504})
+#: The longest a 429's Retry-After makes the client wait before sending again, in seconds.
+MAX_RETRY_AFTER = 10.0
 _ERRORS: dict[int, type[APIError]] = {
     401: Unauthenticated,
     403: Forbidden,
@@ -123,8 +128,9 @@ class Session:
         sent_headers = dict(headers or {})
         if self.token is not None:
             sent_headers["Authorization"] = f"Bearer {self.token}"
-        attempts = 1 + (self.retries if method in IDEMPOTENT_METHODS else 0)
-        for attempt in range(attempts):
+        idempotent = method in IDEMPOTENT_METHODS
+        for attempt in range(1 + self.retries):
+            last = attempt == self.retries
             try:
                 response = self._http.request(
                     method,
@@ -147,14 +153,29 @@ class Session:
                     f"the master at {self.master} did not answer {method} {path} "
                     f"within {timeout or self.timeout:g}s"
                 ) from exc
-            if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
-                response.close()
-                time.sleep(self.backoff * 2**attempt)
-                continue
-            break
+            delay = None if last else self._retry_delay(response, attempt, idempotent)
+            if delay is None:
+                break
+            response.close()
+            time.sleep(delay)
         if not response.ok:
             raise error_for(response)
         return response
+
+    def _retry_delay(
+        self, response: requests.Response, attempt: int, idempotent: bool
+    ) -> float | None:
+        """How long to wait before sending the request again; None to not send it again."""
+        backoff = float(self.backoff * 2**attempt)
+        if response.status_code == 429:
+            try:
+                asked = float(response.headers.get("Retry-After", ""))
+            except ValueError:  # absent, or an HTTP date: back off as for a 503
+                return backoff
+            return min(max(asked, 0.0), MAX_RETRY_AFTER)
+        if idempotent and response.status_code in RETRY_STATUSES:
+            return backoff
+        return None
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)

@@ -76,7 +76,8 @@ class TokenCache:
     def _write(self) -> None:
         directory = self.path.parent
         if not directory.exists():
-            directory.mkdir(parents=True, mode=0o700)
+            # Several CLI processes of a fresh home may get here at once: one makes it.
+            directory.mkdir(parents=True, mode=0o700, exist_ok=True)
             os.chmod(directory, 0o700)  # mkdir's mode is reduced by the umask
         body = json.dumps({"active_user": self.active_user, "tokens": self.tokens}, indent=2)
         # mkstemp creates the file with mode 0600; os.replace keeps that mode.

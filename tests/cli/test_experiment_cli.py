@@ -15,7 +15,7 @@ import json
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -47,9 +47,19 @@ def set_state(master: LiveMaster, experiment_id: int, state: S, *trials: tuple[i
         db.commit()
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+def wait_for(
+    predicate: Callable[[], bool],
+    what: str,
+    timeout: float = 60.0,
+    procs: Mapping[str, subprocess.Popen[bytes]] | None = None,
+) -> None:
+    """Poll ``predicate``; a process of ``procs`` that ends first fails with its stderr."""
     deadline = time.monotonic() + timeout
     while not predicate():
+        for name, proc in (procs or {}).items():
+            if proc.poll() is not None and not predicate():
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise AssertionError(f"{name} exited {proc.returncode} before {what}: {err}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 
@@ -197,10 +207,10 @@ def test_wait_and_follow_while_it_runs(master: LiveMaster, tmp_path: Path) -> No
     try:
         token = master.login("determined")
         post_logs(master, token, trial_id, ["first"])
-        wait_for(lambda: "first" in outs["logs"].read_text(), "the first log line")
-        wait_for(lambda: "first" in outs["trial"].read_text(), "the first log line")
+        wait_for(lambda: "first" in outs["logs"].read_text(), "the first log line", procs=procs)
+        wait_for(lambda: "first" in outs["trial"].read_text(), "the first log line", procs=procs)
         first = f"experiment {exp_id} ACTIVE: trials 0/1 ended"
-        wait_for(lambda: first in outs["wait"].read_text(), "wait's first progress line")
+        wait_for(lambda: first in outs["wait"].read_text(), "wait's first line", procs=procs)
         assert all(p.poll() is None for p in procs.values())  # they follow, not end
 
         post_logs(master, token, trial_id, ["last"])

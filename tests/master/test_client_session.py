@@ -4,10 +4,12 @@ cache and the login flow of section 6.1."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import socket
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import APIRouter, Response
@@ -118,6 +120,38 @@ def test_idempotent_requests_are_retried_on_502_503_504(sqlite_master: LiveMaste
     assert gave_up.value.status == 503 and calls["GET"] == 2
 
 
+def test_a_429_is_sent_again_after_its_retry_after_whatever_the_method(
+    sqlite_master: LiveMaster,
+) -> None:
+    """The master's admission answers 429 before doing anything, so even a POST is repeated."""
+    calls = {"busy": 0, "full": 0}
+    router = APIRouter()
+
+    @router.post("/test-only/busy")
+    @public
+    def busy(response: Response) -> dict[str, int]:
+        calls["busy"] += 1
+        if calls["busy"] <= 2:
+            response.status_code = 429
+            response.headers["Retry-After"] = "0"
+        return {"calls": calls["busy"]}
+
+    @router.post("/test-only/full")
+    @public
+    def full(response: Response) -> dict[str, str]:
+        calls["full"] += 1
+        response.status_code = 429
+        response.headers["Retry-After"] = "0"
+        return {"error": "full"}
+
+    sqlite_master.app.include_router(router)
+    with Session(sqlite_master.url, backoff=0.01, retries=3) as session:
+        assert session.post("/test-only/busy") == {"calls": 3}
+        with pytest.raises(APIError) as refused:
+            session.post("/test-only/full")
+    assert refused.value.status == 429 and calls["full"] == 4
+
+
 # -- the token cache ---------------------------------------------------------------------------
 
 
@@ -136,6 +170,29 @@ def test_token_cache_file_layout_and_modes(tmp_path: Path) -> None:
     assert again.active_user == "alice" and again.get("bob") == "t-2"
     again.drop("alice")
     assert TokenCache().active_user is None and TokenCache().get("alice") is None
+
+
+def _write_token(path: str, user: str, start: Any) -> None:
+    start.wait()
+    TokenCache(Path(path)).set(user, f"token-of-{user}")
+
+
+def test_processes_sharing_a_fresh_home_write_the_token_cache_at_once(tmp_path: Path) -> None:
+    """CLI processes started together in a new home all create its cache folder: none fails."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(3):
+        path = tmp_path / f"home-{round_}" / "detlite" / "auth.json"
+        start = context.Barrier(6)
+        procs = [
+            context.Process(target=_write_token, args=(str(path), f"user{i}", start))
+            for i in range(6)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [proc.exitcode for proc in procs] == [0] * 6
+        assert len(TokenCache(path).tokens) >= 1  # the last writer's view, whole
 
 
 @pytest.mark.parametrize(
