@@ -30,7 +30,8 @@ The tree::
         ├── Unauthenticated          401: no valid token
         ├── Forbidden                403: the user may not do this
         ├── NotFound                 404
-        └── Conflict                 409
+        ├── Conflict                 409
+        └── StaleRun                 410: a worker's run is no longer its trial's current one
 
 Messages say what was wrong and what to do next. The CLI's ``main()`` is the one place
 that turns these into exit codes and one-line messages.
@@ -69,6 +70,7 @@ __all__ = [
     "NotFound",
     "PluginError",
     "SearcherError",
+    "StaleRun",
     "StopLoadingImplementation",
     "StorageNotAllowed",
     "Unauthenticated",
@@ -215,6 +217,16 @@ class NotFound(APIError):
 
 class Conflict(APIError):
     status = 409
+
+
+class StaleRun(APIError):
+    """410: the request came from a trial run (an allocation) that is no longer current.
+
+    The master launched another run of the trial (after a lost node, say) or the trial has
+    ended; nothing from the old run is stored, and its worker must stop at once.
+    """
+
+    status = 410
 
 
 class StopLoadingImplementation(Exception):

@@ -4,8 +4,9 @@
   ``DET_MASTER_ADDR``, ``localhost:8080``); paths are absolute (``/api/v1/...``).
 - A token, when set, is sent as ``Authorization: Bearer <token>``.
 - A non-2xx answer raises a ``detlite.errors.APIError`` carrying the server's message:
-  401 ``Unauthenticated``, 403 ``Forbidden``, 404 ``NotFound``, 409 ``Conflict``, anything
-  else ``APIError`` with ``status`` set. Nothing listening raises ``MasterNotFound`` naming
+  401 ``Unauthenticated``, 403 ``Forbidden``, 404 ``NotFound``, 409 ``Conflict``, 410
+  ``StaleRun`` (a worker's run that is no longer current), anything else ``APIError`` with
+  ``status`` set. Nothing listening raises ``MasterNotFound`` naming
   the URL.
 - Idempotent requests (GET, HEAD, OPTIONS) are retried on 502, 503 and 504 with exponential
   backoff (a proxy or a restarting master); other methods are not, since the first attempt
@@ -33,6 +34,7 @@ from detlite.errors import (
     Forbidden,
     MasterNotFound,
     NotFound,
+    StaleRun,
     Unauthenticated,
 )
 
@@ -47,6 +49,7 @@ _ERRORS: dict[int, type[APIError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    410: StaleRun,
 }
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "follow_logs",
     "format_log",
     "format_metrics",
+    "run_marker",
     "state_name",
 ]
 
@@ -87,6 +88,17 @@ def format_log(entry: Mapping[str, Any], *, trial_prefix: bool) -> str:
     return " ".join([*parts, message])
 
 
+def run_marker(entry: Mapping[str, Any], last_run: int, *, trial_prefix: bool) -> str | None:
+    """The line that marks where a trial's next run (restart) begins, when ``entry`` is from
+    another run than ``last_run`` (the first run, 0, needs none)."""
+    run = entry.get("trialRunId")
+    if not isinstance(run, int) or run == last_run:
+        return None
+    prefix = f"[trial {entry['trialId']}] " if trial_prefix else ""
+    restarts = "1 restart" if run == 1 else f"{run} restarts"
+    return f"{prefix}--- run {run} (after {restarts}) ---"
+
+
 def _searcher(config: Mapping[str, Any]) -> tuple[str | None, bool]:
     searcher = config.get("searcher") or {}
     return searcher.get("metric"), bool(searcher.get("smaller_is_better", True))
@@ -118,6 +130,9 @@ def follow_logs(
 ) -> None:
     """Print the logs of ``trial_ids()``; with ``ended``, keep polling until it is true.
 
+    A line ``--- run N (after N restarts) ---`` goes before the first line of each run after
+    the first (``run_marker``), so a restarted trial's lines say which run wrote them.
+
     ``ended`` is asked before each round of reads, so the round after the end still
     prints what the workers sent last. ``status`` gives the progress line drawn below the
     logs after each round, on a terminal only (``ProgressLine``).
@@ -125,6 +140,7 @@ def follow_logs(
     from detlite.experimental._trial import TrialReference
 
     offsets: dict[int, int] = {}
+    runs: dict[int, int] = {}
     progress = ProgressLine(enabled=None if status is not None else False)
     try:
         while True:
@@ -132,6 +148,10 @@ def follow_logs(
             for trial_id in trial_ids():
                 # Every line from the last one printed, one capped page at a time.
                 for entry in TrialReference(trial_id, session).iter_logs(offsets.get(trial_id, 0)):
+                    marker = run_marker(entry, runs.get(trial_id, 0), trial_prefix=trial_prefix)
+                    if marker is not None:
+                        progress.echo(marker)
+                        runs[trial_id] = int(entry["trialRunId"])
                     progress.echo(format_log(entry, trial_prefix=trial_prefix))
                     offsets[trial_id] = offsets.get(trial_id, 0) + 1
             if status is not None and progress.enabled:

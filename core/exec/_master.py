@@ -12,6 +12,12 @@ Retrying POSTs is safe here because every report the worker makes is idempotent 
 master: metrics are keyed by (trial, run, batches), checkpoints by uuid, a completed
 operation by its length. A log batch sent twice shows its lines twice, which is the lesser
 harm than losing them.
+
+Fencing: the worker's token belongs to its run, and once the master has launched another
+run of the trial (or ended it) every request is answered 410 (``StaleRun``). Nothing this
+worker does counts any more, in any of its threads, so the first 410 any client meets calls
+the process's stale-run handler (``on_stale_run``; the worker's ``main`` installs one that
+exits at once, without uploading or writing anything) before it is raised.
 """
 
 from __future__ import annotations
@@ -19,14 +25,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 
 from detlite.api import Session
-from detlite.errors import APIError, MasterNotFound
+from detlite.errors import APIError, MasterNotFound, StaleRun
 
-__all__ = ["DEFAULT_RETRY_S", "RETRY_ENV", "MasterClient", "is_transient"]
+__all__ = ["DEFAULT_RETRY_S", "RETRY_ENV", "MasterClient", "is_transient", "on_stale_run"]
 
 RETRY_ENV = "DETLITE_MASTER_RETRY_S"
 DEFAULT_RETRY_S = 60.0
@@ -41,6 +47,16 @@ def is_transient(exc: BaseException) -> bool:
         # Session raises a status-less APIError when the master does not answer in time.
         return exc.status is None or exc.status in _TRANSIENT_STATUSES
     return False
+
+
+_stale_handler: Callable[[StaleRun], NoReturn] | None = None
+
+
+def on_stale_run(handler: Callable[[StaleRun], NoReturn] | None) -> None:
+    """Call ``handler`` (which must not return) on the first 410 any ``MasterClient`` of
+    this process meets; None raises ``StaleRun`` like any other error."""
+    global _stale_handler
+    _stale_handler = handler
 
 
 def _decode(method: str, path: str, response: requests.Response) -> Any:
@@ -110,6 +126,10 @@ class MasterClient:
                 return _decode(
                     method, path, self.session.request(method, path, params=params, json=json)
                 )
+            except StaleRun as exc:
+                if _stale_handler is not None:
+                    _stale_handler(exc)
+                raise
             except APIError as exc:
                 if not is_transient(exc) or time.monotonic() + delay > deadline:
                     raise

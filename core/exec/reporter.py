@@ -14,7 +14,9 @@ A ``TrialRunner`` calls it on the chief (rank 0) only:
   ``POST /api/v1/checkpoints`` (state COMPLETED, the upload's file records, the metadata),
   then the local copy is removed: storage holds the checkpoint from then on, and a worker
   that trains for long must not fill its disk. Upload first, record second: the master
-  never lists a checkpoint whose files are not stored.
+  never lists a checkpoint whose files are not stored. ``before_upload``, when given, is
+  called first: the worker asks there whether its run is still current, so that a fenced
+  run writes nothing into storage.
 - ``log``: a line through the ``detlite.exec`` logger, which the log shipper forwards.
 - TensorBoard (given ``tensorboard_dir``): every training and validation report is also
   recorded as scalars in an event file there (``detlite.tensorboard``), uploaded to the
@@ -31,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,8 +112,10 @@ class MasterReporter:
         keep_local: bool = False,
         experiment_id: int | None = None,
         tensorboard_dir: Path | None = None,
+        before_upload: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
+        self._before_upload = before_upload
         self.trial_id = trial_id
         self.trial_run_id = trial_run_id
         self.config = config
@@ -170,6 +174,8 @@ class MasterReporter:
     def report_checkpoint(self, path: str, metadata: Mapping[str, Any]) -> None:
         src = Path(path)
         uuid = src.name
+        if self._before_upload is not None:
+            self._before_upload()
         if self.plugins is not None:
             self.plugins.checkpoint_saved(str(src), metadata)
         records = self.storage.upload(src, uuid)

@@ -9,7 +9,7 @@ environment (the resource manager adds the rank variables of ``DistributedContex
 ``DETLITE_TOKEN``               a token of the experiment's owner
 ``DETLITE_TRIAL_ID``            the trial; ``DETLITE_EXPERIMENT_ID`` its experiment
 ``DETLITE_TRIAL_RUN_ID``        the trial's restart count at launch (metrics carry it); default 0
-``DETLITE_ALLOCATION_ID``       this launch; the master refuses (409) a stale one
+``DETLITE_ALLOCATION_ID``       this launch; the master refuses (410) a stale one
 ``DETLITE_WORK_DIR``            a directory of this launch: ``context/`` and ``checkpoints/``
 ``DETLITE_RESTORE_CHECKPOINT``  the trial's latest COMPLETED checkpoint at launch, or empty
                                 (none); unset, each rank asks for the latest when it starts
@@ -44,19 +44,27 @@ count: an operation of exactly that length whose completion was never posted (th
 died between its checkpoint and that post) is then run again (its validation repeats, the
 master takes the repeated completion once) instead of being waited for forever.
 
-Stopping: a single-slot worker also polls ``/preemption`` (at most once a second, from a
-thread, while it trains) and stops mid-operation through the trial context's stop request:
-the runner finishes the workload, checkpoints and raises ``TrialStopped``. Multi-slot groups
-stop only between operations, so their ranks never disagree. A stop the trial requested
+Stopping: every rank also polls ``/preemption`` (at most once a second, from a thread,
+while it trains). A single-slot worker stops mid-operation when the answer is ``preempt``,
+through the trial context's stop request: the runner finishes the workload, checkpoints and
+raises ``TrialStopped``. Multi-slot groups stop only between operations, so their ranks
+never disagree; their polls are there for fencing.
+
+Fencing: the worker's token (``DETLITE_TOKEN``) belongs to this run. Once the master has
+launched another run of the trial (its node was lost, say) or ended it, every request gets
+410 (``StaleRun``) and nothing of it is stored. The first 410 any thread meets (the poll,
+a report, the log shipper) ends the process at once with status 3 and a line on stderr:
+no checkpoint is uploaded, no TensorBoard file synced, no log line shipped. The chief also
+asks the master right before each checkpoint upload, so a run fenced between two polls does
+not write into checkpoint storage. A stop the trial requested
 itself (``context.set_stop_requested(True)``) makes the chief post ``early_exit``
 ``USER_REQUESTED_STOP``; ``InvalidHP`` from the trial, ``early_exit`` ``INVALID_HP``; both
 exit 0.
 
 Exit status: 0 closed, preempted or exited early as above (the master knows which: it
 asked, or was told); 1 anything else: the traceback in the log, or for a 409 from the master
-(a stale worker group, or a trial that has ended) one line, and nothing is saved; 2 a
-missing or bad environment variable. SIGTERM ends the worker with status 143 after shipping
-its logs.
+one line, and nothing is saved; 2 a missing or bad environment variable; 3 fenced (above).
+SIGTERM ends the worker with status 143 after shipping its logs.
 """
 
 from __future__ import annotations
@@ -71,9 +79,9 @@ import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from detlite.errors import Conflict, InvalidExperiment, InvalidHP
+from detlite.errors import Conflict, InvalidExperiment, InvalidHP, StaleRun
 from detlite.exec._env import EXTRA_PLUGINS_ENV, UsageError, WorkerEnv
 from detlite.exec._handover import (
     IN_TRIAL_WORKER_ENV,
@@ -92,6 +100,7 @@ if TYPE_CHECKING:
     from detlite.workloads import TrialRunner
 
 __all__ = [
+    "EXIT_STALE",
     "EXTRA_PLUGINS_ENV",
     "IN_TRIAL_WORKER_ENV",
     "UsageError",
@@ -105,7 +114,8 @@ __all__ = [
 
 log = logging.getLogger("detlite.exec")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TERMINATED = 0, 1, 2, 128 + signal.SIGTERM
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STALE = 0, 1, 2, 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 _WAIT_FIRST, _WAIT_MAX = 0.1, 1.0
 
@@ -241,6 +251,7 @@ class TrialWorker:
             plugins=plugins,
             experiment_id=env.experiment_id,
             tensorboard_dir=env.work_dir / "tensorboard",
+            before_upload=self.check_current,
         )
         self.reporter = reporter
         runner = TrialRunner(
@@ -269,6 +280,11 @@ class TrialWorker:
             time.sleep(delay)
             delay = min(delay * 2, _WAIT_MAX)
 
+    def check_current(self) -> None:
+        """Ask the master whether this run is still the trial's current one: a 410 ends
+        the process (fencing, see the module doc) before anything is written."""
+        self.client.get(f"/api/v1/trials/{self.env.trial_id}/preemption", self._params)
+
     def _post(self, what: str, body: Mapping[str, Any]) -> None:
         self.client.post(f"/api/v1/trials/{self.env.trial_id}/{what}", body, self._params)
 
@@ -283,7 +299,7 @@ class TrialWorker:
             runner, plugins, config = self.prepare()
         except InvalidHP as exc:
             return self._invalid_hp(exc)
-        watch = PreemptionWatch(self.env, runner) if self.env.distributed.size == 1 else None
+        watch = PreemptionWatch(self.env, runner, stops=self.env.distributed.size == 1)
         outcome = "failed"
         try:
             after = max(runner.batches_trained - 1, 0)
@@ -297,13 +313,11 @@ class TrialWorker:
                 if op.get("kind") != "VALIDATE_AFTER":
                     raise RuntimeError(f"the master sent an operation this worker lacks: {op}")
                 length = int(op["length"])
-                if watch is not None:
-                    watch.arm(True)
+                watch.arm(True)
                 try:
                     result = runner.train_to(length)
                 finally:
-                    if watch is not None:
-                        watch.arm(False)
+                    watch.arm(False)
                 if self.is_chief:
                     metric = searcher_metric_value(config, result.metrics)
                     self._post(
@@ -312,7 +326,7 @@ class TrialWorker:
                 after = length
         except TrialStopped:
             runner.close()
-            if watch is not None and watch.preempted:
+            if watch.preempted:
                 outcome = "preempted"
                 log.info("preempted after %d batches", runner.batches_trained)
                 return outcome
@@ -329,8 +343,7 @@ class TrialWorker:
             runner.__exit__(type(exc), exc, exc.__traceback__)
             raise
         finally:
-            if watch is not None:
-                watch.close()
+            watch.close()
             if self.reporter is not None:
                 self.reporter.close()
             if self.is_chief:
@@ -365,6 +378,16 @@ def _setup_logging(rank: int) -> None:
     root.setLevel(logging.INFO)
 
 
+def _exit_stale(exc: StaleRun) -> NoReturn:
+    """The stale-run handler of ``MasterClient``: end the whole process now (fencing)."""
+    try:
+        stream = sys.__stderr__ or sys.stderr
+        stream.write(f"detlite.exec.trial: fenced, stopping at once: {exc}\n")
+        stream.flush()
+    finally:
+        os._exit(EXIT_STALE)
+
+
 def _start_shipper(env: WorkerEnv) -> LogShipper:
     from detlite.exec._master import MasterClient
     from detlite.exec.logship import LogShipper
@@ -376,7 +399,7 @@ def _start_shipper(env: WorkerEnv) -> LogShipper:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The worker's entry point; returns its exit status (see the module doc)."""
-    from detlite.exec._master import MasterClient
+    from detlite.exec._master import MasterClient, on_stale_run
 
     if argv:
         print(
@@ -389,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"detlite.exec.trial: {exc}", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(env.distributed.rank)
+    on_stale_run(_exit_stale)
     shipper = _start_shipper(env)
     signal.signal(signal.SIGTERM, _on_sigterm)
     client = MasterClient(env.master, env.token)
@@ -410,8 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("terminated by SIGTERM")
         status = EXIT_TERMINATED
     except Conflict as exc:
-        # A stale worker group (the master launched another) or a trial that has ended:
-        # nothing this worker does counts any more, so it stops without saving.
+        # The master refused what this worker reported (an operation it did not expect):
+        # what it does next would not count, so it stops without saving.
         log.warning("the master refused this worker, which stops: %s", exc)
         status = EXIT_FAILED
     except Exception:

@@ -9,8 +9,14 @@ The master's admission middleware (``detlite.master._limits``) checks the token 
 reads a request's body, with ``check_token``, and leaves the id of the token it accepted in
 the request's state under ``CHECKED_TOKEN``; ``authenticate`` then loads that row by its id
 instead of looking the token up again, and checks its validity once more (a long upload may
-outlive it). Without the middleware (an app built another way) ``authenticate`` does the
-whole check itself.
+outlive it).
+
+A trial run's token (issued to a launched worker group, ``Token.allocation_id``) is valid
+only while that run is its trial's current allocation: otherwise every request is a 410
+(``StaleRun``), before any body is read, so a stale worker stores nothing (fencing).
+
+Without the middleware (an app built another way) ``authenticate`` does the whole check
+itself.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, cast
 
+import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from detlite.errors import Forbidden, Unauthenticated
-from detlite.master.orm import Token, User, utcnow
+from detlite.errors import Forbidden, StaleRun, Unauthenticated
+from detlite.master.orm import Token, Trial, User, utcnow
 from detlite.master.queries import users as user_queries
 from detlite.master.settings import Settings
 
@@ -101,18 +108,38 @@ _bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/au
 def check_token(db: Session, token: str) -> Token:
     """The valid token row of ``token`` (the raw bearer value), with its user.
 
-    401 when it is unknown, expired or revoked; 403 when its user is inactive."""
-    return _valid(user_queries.find_token(db, token))
+    401 when it is unknown, expired or revoked; 403 when its user is inactive; 410
+    (``StaleRun``) when it is a trial run's token and that run is no longer current."""
+    return _valid(db, user_queries.find_token(db, token))
 
 
-def _valid(token: Token | None) -> Token:
+def _valid(db: Session, token: Token | None) -> Token:
     if token is None or not token.valid_at(utcnow()):
         raise Unauthenticated(
             "the token is invalid, expired or revoked: log in again (detlite user login)"
         )
     if not token.user.active:
         raise Forbidden(f"user {token.user.username!r} is inactive")
+    if token.allocation_id is not None:
+        _check_run(db, token.allocation_id)
     return token
+
+
+def _check_run(db: Session, allocation_id: str) -> None:
+    """Fencing: a worker's request counts only while its run is its trial's current one.
+
+    Asked for every request of a run's token, by the admission middleware before the body
+    is read and again in the request's own transaction. No row lock is taken (the scheduler
+    writes trial rows from sessions of its own, and would wait on it): a request already
+    past this check when the relaunch commits is still stored, and every later one refused.
+    """
+    query = sa.select(Trial.id).where(Trial.allocation_id == allocation_id)
+    if db.scalar(query) is None:
+        raise StaleRun(
+            f"run {allocation_id} is no longer its trial's current run (the master "
+            "launched another, or the trial ended): nothing from it is stored, and its "
+            "worker must stop"
+        )
 
 
 def authenticate(
@@ -126,7 +153,7 @@ def authenticate(
     checked = request.scope.get("state", {}).get(CHECKED_TOKEN)
     if isinstance(checked, int):
         # The middleware found this token valid before the body came; load it by id.
-        return _valid(db.get(Token, checked, options=[joinedload(Token.user)]))
+        return _valid(db, db.get(Token, checked, options=[joinedload(Token.user)]))
     if credentials is None:
         raise Unauthenticated(AUTHENTICATION_REQUIRED)
     return check_token(db, credentials.credentials)

@@ -126,6 +126,21 @@ def test_list_describe_and_logs(
     # -f on an ended experiment prints everything once and returns.
     assert cli.ok("experiment", "logs", "-f", str(exp_id)).splitlines() == expected
     assert cli.ok("trial", "logs", str(t1_id)).splitlines() == ["[rank 0] hello", "[rank 0] world"]
+    # A restarted trial's lines are marked where each later run begins.
+    with master.db() as db:
+        db.get_one(Trial, t1_id).restarts = 2
+        db.commit()
+    post_logs(master, token, t1_id, ["again"])
+    assert cli.ok("trial", "logs", str(t1_id)).splitlines() == [
+        "[rank 0] hello",
+        "[rank 0] world",
+        "--- run 2 (after 2 restarts) ---",
+        "[rank 0] again",
+    ]
+    assert cli.ok("experiment", "logs", str(exp_id)).splitlines()[2:4] == [
+        f"[trial {t1_id}] --- run 2 (after 2 restarts) ---",
+        f"[trial {t1_id}] [rank 0] again",
+    ]
 
     # Unknown ids are one-line errors.
     for args in (("experiment", "describe", "999999"), ("trial", "logs", "999999")):

@@ -137,6 +137,62 @@ def _populate(session: sa.orm.Session) -> tuple[int, str]:
     return exp.id, ckpt.uuid
 
 
+def _populate_0003(session: sa.orm.Session) -> tuple[int, str]:
+    """``_populate`` plus a model version, in a schema at revision 0003: plain inserts of
+    the columns that revision has (the ORM would name columns added since)."""
+
+    def insert(table: sa.Table, **values: object) -> int:
+        return int(session.execute(sa.insert(table).values(**values)).inserted_primary_key[0])
+
+    owner = session.scalars(sa.select(User.id).where(User.username == "determined")).one()
+    now = dt.datetime.now(dt.UTC)
+    exp_id = insert(
+        Experiment.__table__,
+        owner_id=owner,
+        config={"searcher": {"name": "single"}},
+        labels=["a"],
+        start_time=now,
+    )
+    trial_id = insert(
+        Trial.__table__,
+        experiment_id=exp_id,
+        request_id="r1",
+        hparams={"lr": 0.1},
+        seed=7,
+        start_time=now,
+    )
+    metrics = {"trial_id": trial_id, "batches_trained": 10, "end_time": now}
+    insert(TrainingMetrics.__table__, metrics={"loss": 1.0}, **metrics)
+    val_id = insert(ValidationMetrics.__table__, metrics={"acc": 0.5}, **metrics)
+    log_row = {"message": "hello", "level": "INFO", "rank": 0, "timestamp": now}
+    session.execute(sa.insert(TrialLog.__table__).values(trial_id=trial_id, **log_row))
+    uuid = "00000000-0000-0000-0000-000000000001"
+    session.execute(
+        sa.insert(Checkpoint.__table__).values(
+            uuid=uuid,
+            trial_id=trial_id,
+            experiment_id=exp_id,
+            batches_trained=10,
+            state=CheckpointState.COMPLETED,
+            files={"state.json": {"size": 2, "sha256": "ab"}},
+            metadata={"k": "v"},
+            validation_id=val_id,
+            searcher_metric=0.5,
+        )
+    )
+    model_id = insert(Model.__table__, name="m", creation_time=now, last_updated_time=now)
+    insert(
+        ModelVersion.__table__,
+        model_id=model_id,
+        version=1,
+        checkpoint_uuid=uuid,
+        creation_time=now,
+        last_updated_time=now,
+    )
+    session.commit()
+    return exp_id, uuid
+
+
 def test_rows_round_trip_with_aware_utc_times_and_cascade(engine: Engine) -> None:
     db.upgrade(engine)
     maker = db.make_sessionmaker(engine)
@@ -239,18 +295,13 @@ def test_0004_keeps_every_row_and_key_and_ids_stop_repeating(engine: Engine) -> 
     db.upgrade(engine, "0003")
     maker = db.make_sessionmaker(engine)
     with maker() as session:
-        exp_id, uuid = _populate(session)
-        model = Model(name="m")
-        session.add(model)
-        session.flush()
-        session.add(ModelVersion(model_id=model.id, version=1, checkpoint_uuid=uuid))
-        session.commit()
+        exp_id, uuid = _populate_0003(session)
     newest = _new_experiment_id(engine)
     rows, schema = _rows(engine), _schema(engine)
     assert all(rows[table] for table in TABLES - {"tokens"})
 
-    db.upgrade(engine)
-    assert db.current_revision(engine) == db.head_revision() == "0004"
+    db.upgrade(engine, "0004")
+    assert db.current_revision(engine) == "0004"
     assert _rows(engine) == rows
     assert _schema(engine) == schema
     # Foreign keys still cascade from the rebuilt parents (and still restrict).
@@ -273,7 +324,7 @@ def test_0004_keeps_every_row_and_key_and_ids_stop_repeating(engine: Engine) -> 
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, "0003")
-    db.upgrade(engine)
+    db.upgrade(engine, "0004")
     assert _rows(engine) == kept
     with maker() as session:
         session.execute(sa.delete(Experiment))

@@ -234,7 +234,7 @@ def test_protocol_restarts_and_completion(migrated_database_url: str, tmp_path: 
                 f"/api/v1/trials/{first.trial_id}/searcher/operation",
                 params={"allocationId": "not-this-one", "after": 0},
             )
-            assert_error(stale, 409, "not the current worker group")
+            assert_error(stale, 410, "not the current worker group")
             assert_error(complete(client, first, 5, 0.5, 409), 409, "no VALIDATE_AFTER")
             complete(client, first, 8, 0.5)
             complete(client, first, 8, 0.5)  # a retry is not fed twice
@@ -262,7 +262,7 @@ def test_protocol_restarts_and_completion(migrated_database_url: str, tmp_path: 
                 f"/api/v1/trials/{second.trial_id}/searcher/operation",
                 params={"allocationId": second.allocation, "after": 0},
             )
-            assert_error(gone, 409)
+            assert_error(gone, 410)
             assert op(client, again, 0)["operation"] == {"kind": "VALIDATE_AFTER", "length": 8}
             complete(client, again, 8, 0.25)
             assert op(client, again, 8)["operation"]["kind"] == "CLOSE"
@@ -587,7 +587,7 @@ def test_migration_0002_dedups_metrics_and_makes_them_unique(database_url: str) 
 
 
 def test_protocol_needs_a_scheduler_allocation(master: LiveMaster) -> None:
-    # A master without a scheduler has no allocations: every protocol call is a 409.
+    # A master without a scheduler has no allocations: every protocol call is a 410 (StaleRun).
     token = master.login("admin")
     with master.db() as session:
         from tests.master.factories import make_experiment, make_trial
@@ -596,14 +596,14 @@ def test_protocol_needs_a_scheduler_allocation(master: LiveMaster) -> None:
     with master.client(token) as client:
         params = {"allocationId": "x"}
         base = f"/api/v1/trials/{trial_id}"
-        assert_error(client.get(f"{base}/searcher/operation", params=params), 409)
-        assert_error(client.get(f"{base}/preemption", params=params), 409)
+        assert_error(client.get(f"{base}/searcher/operation", params=params), 410)
+        assert_error(client.get(f"{base}/preemption", params=params), 410)
         body = {"length": 1, "searcherMetric": 0.1}
         assert_error(
-            client.post(f"{base}/searcher/completed_operation", params=params, json=body), 409
+            client.post(f"{base}/searcher/completed_operation", params=params, json=body), 410
         )
         assert_error(
-            client.post(f"{base}/early_exit", params=params, json={"reason": "ERRORED"}), 409
+            client.post(f"{base}/early_exit", params=params, json={"reason": "ERRORED"}), 410
         )
         assert_error(client.get(f"{base}/searcher/operation"), 400)  # allocationId is required
         assert_error(client.get("/api/v1/trials/999999/preemption", params=params), 404)

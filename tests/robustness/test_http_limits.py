@@ -21,6 +21,7 @@ Every socket has a timeout and is closed at the end; every loop is bounded.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import select
 import socket
@@ -33,7 +34,9 @@ import pytest
 
 from detlite.master import _limits
 from detlite.master.orm import Token, User
+from detlite.master.queries.users import issue_token
 from tests.master.conftest import LiveMaster, assert_error, expire
+from tests.master.factories import make_experiment, make_trial
 
 SLOW_CLIENTS = 40
 #: The longest any one answer may take here before the test calls the master stuck.
@@ -133,7 +136,9 @@ def test_slow_bodies_leave_health_and_login_answering(master: LiveMaster) -> Non
             assert "authentication required" in str(error_of(401, body)["message"])
 
 
-@pytest.mark.parametrize("who", ["no token", "made-up token", "expired token", "inactive user"])
+@pytest.mark.parametrize(
+    "who", ["no token", "made-up token", "expired token", "inactive user", "stale run"]
+)
 def test_a_big_body_without_a_valid_token_is_refused_before_it_is_read(
     master: LiveMaster, who: str
 ) -> None:
@@ -158,6 +163,14 @@ def test_a_big_body_without_a_valid_token_is_refused_before_it_is_read(
             session.query(User).filter_by(username="idle").one().active = False
             session.commit()
         status = 403
+    elif who == "stale run":  # a worker's token, after its trial was launched again
+        with master.db() as session:
+            trial = make_trial(session, make_experiment(session))
+            trial.allocation_id = "the-new-run"
+            owner = session.query(User).filter_by(username="determined").one()
+            token = issue_token(session, owner, dt.timedelta(hours=1), allocation_id="old-run")
+            session.commit()
+        status = 410
     with raw_socket(master) as sock:
         sock.sendall(request_head("POST", "/api/v1/experiments", token=token, length=100_000_000))
         sock.sendall(b'{"config": "' + b"x" * 4096)

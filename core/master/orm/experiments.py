@@ -20,7 +20,9 @@ master carries on exactly where the last one stopped (``detlite.master.scheduler
   restarted master can stop a crashed one's workers), ``allocation_answers`` (the operation
   answer fixed for each ``after`` the group asked about, so that every rank sees the same
   sequence), ``allocation_stop`` (the group was told to stop, by CLOSE or preemption, so
-  exiting 0 is expected) and ``allocation_start_time``.
+  exiting 0 is expected) and ``allocation_start_time``. The worker group's token is bound to
+  ``allocation_id`` (``Token.allocation_id``): once the trial has another allocation, or
+  none, every request of the old group is refused (410) and nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class Trial(Base):
     # Not a foreign key: the checkpoint may belong to another experiment, or be deleted later.
     warm_start_checkpoint_uuid: Mapped[str | None] = mapped_column(sa.String(36))
     start_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # When its workers were first launched (migration 0005); start_time is its creation.
+    launch_time: Mapped[dt.datetime | None]
     end_time: Mapped[dt.datetime | None]
     # Where the trial's latest workers ran, as their resource manager told the scheduler:
     # the nodes (comma-separated), each rank's device, and per rank in full (migration 0003).
@@ -108,7 +112,7 @@ class Trial(Base):
     completed_batches: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
     early_exit_reason: Mapped[str | None] = mapped_column(sa.String(32))
     searcher_done: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
-    allocation_id: Mapped[str | None] = mapped_column(sa.String(36))
+    allocation_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
     allocation_handle: Mapped[str | None] = mapped_column(sa.String(255))
     allocation_pids: Mapped[list[int] | None] = mapped_column(sa.JSON)
     allocation_answers: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)

@@ -67,3 +67,5 @@ class TrialLog(Base):
     level: Mapped[str | None] = mapped_column(sa.String(16))
     message: Mapped[str] = mapped_column(sa.Text)
     rank: Mapped[int | None]
+    # The trial's run (restart count) when the line was stored; None before migration 0005.
+    trial_run_id: Mapped[int | None]

@@ -40,7 +40,11 @@ class User(Base):
 
 
 class Token(Base):
-    """One login session: valid while not revoked and not expired."""
+    """One login session, or one trial run's: valid while not revoked and not expired.
+
+    A run's token (``allocation_id`` set) is also refused once that run is no longer its
+    trial's current one (``detlite.master.deps``).
+    """
 
     __tablename__ = "tokens"
     __table_args__ = (SQLITE_AUTOINCREMENT,)
@@ -51,6 +55,8 @@ class Token(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
+    # A worker's token: the allocation (trial run) it was issued for (migration 0005).
+    allocation_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
 
     user: Mapped[User] = relationship(back_populates="tokens")
 

@@ -216,6 +216,8 @@ def add_logs(db: Session, trial: Trial, entries: Sequence[schemas.TrialLogEntry]
             "level": entry.level,
             "rank": entry.rank,
             "timestamp": entry.timestamp or now,
+            # The run the lines belong to: a stale run's are refused before they get here.
+            "trial_run_id": trial.restarts,
         }
         for entry in entries
     ]
@@ -231,4 +233,5 @@ def log_wire(row: TrialLog) -> schemas.TrialLog:
         level=row.level,
         rank=row.rank,
         timestamp=row.timestamp,
+        trial_run_id=row.trial_run_id,
     )

@@ -216,6 +216,8 @@ def trials_wire(db: Session, rows: Sequence[Trial]) -> list[schemas.Trial]:
                 devices=list(row.devices) if row.devices is not None else None,
                 placement=[dict(p) for p in row.placement] if row.placement else None,
                 resource_manager=row.resource_manager,
+                launch_time=row.launch_time,
+                run_start_time=row.allocation_start_time,
             )
         )
     return out

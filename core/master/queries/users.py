@@ -114,8 +114,14 @@ def check_credentials(db: Session, username: str, password: str) -> User:
     return user
 
 
-def issue_token(db: Session, user: User, ttl: dt.timedelta) -> str:
-    """A new token for ``user``; only its hash is stored. Returns the token itself."""
+def issue_token(
+    db: Session, user: User, ttl: dt.timedelta, *, allocation_id: str | None = None
+) -> str:
+    """A new token for ``user``; only its hash is stored. Returns the token itself.
+
+    With ``allocation_id`` it is a trial run's token: refused once that run is no longer
+    its trial's current one (``detlite.master.deps``).
+    """
     token = security.new_token()
     now = utcnow()
     db.add(
@@ -124,6 +130,7 @@ def issue_token(db: Session, user: User, ttl: dt.timedelta) -> str:
             token_hash=security.hash_token(token),
             created_at=now,
             expires_at=now + ttl,
+            allocation_id=allocation_id,
         )
     )
     return token

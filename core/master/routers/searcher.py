@@ -2,7 +2,8 @@
 
 Served for the master's scheduler (``detlite.master.scheduler``, whose ``protocol`` module
 says how answers are chosen); every call names the worker group's ``allocationId``, and a
-group that is not the trial's current one gets 409 (a stale worker: it should stop).
+group that is not the trial's current one gets 410 (``StaleRun``: a stale worker, which
+must stop).
 
 - ``GET /api/v1/trials/{id}/searcher/operation?allocationId=A&after=N`` ->
   ``{"operation": {"kind": "VALIDATE_AFTER", "length": batches} | {"kind": "CLOSE"} |
@@ -19,7 +20,7 @@ group that is not the trial's current one gets 409 (a stale worker: it should st
 
 Reads need a login; the two POSTs need the experiment's owner (the worker's token is the
 owner's) or an admin. Without a running scheduler (``Settings.scheduler`` off) no trial has
-an allocation, so every call is a 409.
+an allocation, so every call is a 410 (``StaleRun``).
 """
 
 from __future__ import annotations

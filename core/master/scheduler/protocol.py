@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from detlite.api.enums import ExperimentState
-from detlite.errors import Conflict
+from detlite.errors import StaleRun
 from detlite.master.orm import Trial
 
 __all__ = [
@@ -45,9 +45,9 @@ WAIT = "WAIT"
 
 
 def check_allocation(trial: Trial, allocation_id: str) -> None:
-    """Conflict (409) unless ``allocation_id`` is the trial's current worker group."""
+    """``StaleRun`` (410) unless ``allocation_id`` is the trial's current worker group."""
     if trial.allocation_id is None or trial.allocation_id != allocation_id:
-        raise Conflict(
+        raise StaleRun(
             f"allocation {allocation_id!r} is not the current worker group of trial "
             f"{trial.id} (a stale or stopped worker): stop this worker"
         )

@@ -439,7 +439,14 @@ class Scheduler:
                 lines += [f"[rank {rank or 0} stderr] {line}" for line in tail]
         now = utcnow()
         db.add_all(
-            TrialLog(trial_id=trial.id, timestamp=now, level="ERROR", message=m) for m in lines
+            TrialLog(
+                trial_id=trial.id,
+                timestamp=now,
+                level="ERROR",
+                message=m,
+                trial_run_id=trial.restarts,
+            )
+            for m in lines
         )
 
     def _clear_allocation(self, trial: Trial, *, forget: bool = True) -> None:
@@ -545,7 +552,15 @@ class Scheduler:
             f"resource manager has {total}: lower slots_per_trial or add slots"
         )
         logger.error(message)
-        db.add(TrialLog(trial_id=trial.id, timestamp=utcnow(), level="ERROR", message=message))
+        db.add(
+            TrialLog(
+                trial_id=trial.id,
+                timestamp=utcnow(),
+                level="ERROR",
+                message=message,
+                trial_run_id=trial.restarts,
+            )
+        )
         self._end_errored(db, trial)
         db.commit()
 
@@ -554,7 +569,9 @@ class Scheduler:
         experiment = trial.experiment
         allocation_id = str(uuid.uuid4())
         work_dir = self.settings.worker_dir / allocation_id
-        token = user_queries.issue_token(db, experiment.owner, self.settings.token_ttl)
+        token = user_queries.issue_token(
+            db, experiment.owner, self.settings.token_ttl, allocation_id=allocation_id
+        )
         env = {
             "DETLITE_MASTER": self.url,
             "DETLITE_TOKEN": token,
@@ -595,6 +612,8 @@ class Scheduler:
         trial.allocation_answers = {}
         trial.allocation_stop = False
         trial.allocation_start_time = utcnow()
+        if trial.launch_time is None:
+            trial.launch_time = trial.allocation_start_time
         trial.placement = trial.node = trial.devices = None
         self._record_placement(trial, handle)
         try:

@@ -160,6 +160,9 @@ class TrialLog(WireModel):
     level: StoredText | None
     rank: int | None
     timestamp: dt.datetime
+    #: The trial's run (restart count) the line came from; None for lines stored before runs
+    #: were recorded.
+    trial_run_id: int | None = None
 
 
 class GetTrialLogsResponse(WireModel):

@@ -48,6 +48,10 @@ class Trial(WireModel):
     devices: list[StoredText] | None = None
     placement: list[StoredJSON] | None = None
     resource_manager: StoredText | None = None
+    # When its workers were first launched (``startTime`` is its creation), and when the
+    # current run's were (None between runs); detlite additions.
+    launch_time: dt.datetime | None = None
+    run_start_time: dt.datetime | None = None
 
 
 class TrialResponse(WireModel):
