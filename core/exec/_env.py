@@ -36,6 +36,9 @@ class WorkerEnv:
     restore_checkpoint: str | None
     extra_plugins: tuple[str, ...]
     distributed: DistributedContext
+    #: The experiment's context archive, already fetched (by a warm pool parent); None:
+    #: the worker downloads it.
+    context_archive: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerEnv:
@@ -73,4 +76,7 @@ class WorkerEnv:
             restore_checkpoint=env.get("DETLITE_RESTORE_CHECKPOINT"),
             extra_plugins=plugins,
             distributed=distributed,
+            context_archive=Path(env["DETLITE_CONTEXT_ARCHIVE"])
+            if env.get("DETLITE_CONTEXT_ARCHIVE")
+            else None,
         )

@@ -16,6 +16,8 @@ environment (the resource manager adds the rank variables of ``DistributedContex
 ``DETLITE_EXTRA_PLUGINS``       optional: plugin objects to register beside the installed ones,
                                 comma-separated ``module:Attribute`` refs (tests name
                                 ``detlite.testing:FakeFrameworkPlugin``)
+``DETLITE_CONTEXT_ARCHIVE``     optional: a file holding the experiment's context archive,
+                                fetched once by a warm pool parent; unset, it is downloaded
 ==============================  ==========================================================
 
 What a worker does, in order:
@@ -158,8 +160,11 @@ class TrialWorker:
         target = self.env.work_dir / "context"
         if target.is_dir():
             return target
-        body = self.client.get(f"/api/v1/experiments/{self.env.experiment_id}/model_def")
-        archive = base64.b64decode(body["b64Tgz"])
+        if self.env.context_archive is not None:
+            archive = self.env.context_archive.read_bytes()
+        else:
+            body = self.client.get(f"/api/v1/experiments/{self.env.experiment_id}/model_def")
+            archive = base64.b64decode(body["b64Tgz"])
         self.env.work_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".context-rank{self.rank}-", dir=self.env.work_dir))
         safe_extract(archive, staging)
