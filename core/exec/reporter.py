@@ -2,9 +2,18 @@
 
 A ``TrialRunner`` calls it on the chief (rank 0) only:
 
-- ``report_training`` / ``report_validation``: ``POST /api/v1/trials/{id}/training_metrics``
-  and ``.../validation_metrics`` with ``{"trialRunId", "stepsCompleted", "metrics",
-  "numInputs"}``. ``trialRunId`` is the worker's ``DETLITE_TRIAL_RUN_ID``, so the rows of a
+- ``report_training``: queued, and sent in batches (``POST /api/v1/trials/{id}/metrics``,
+  ``{"trainingMetrics": [...]}``) by a thread of the reporter, at most one request per
+  ``BATCH_DELAY_S`` (0.1 s) unless ``BATCH_MAX`` (100) reports are waiting. ``flush()``
+  sends what waits and returns once the master has stored it; it runs before every
+  validation, checkpoint, completed operation and exit, so an operation's training metrics
+  are all stored before the master hears that it completed. What is acknowledged is stored
+  (the master commits before it answers); what was queued but unsent when a worker dies
+  was never acknowledged, and its run's restart reports it again from the checkpoint. A
+  send that fails for good is raised by the next report or ``flush``.
+- ``report_validation``: ``POST /api/v1/trials/{id}/validation_metrics``, after a flush.
+  Both kinds carry ``{"trialRunId", "stepsCompleted", "metrics", "numInputs"}``.
+  ``trialRunId`` is the worker's ``DETLITE_TRIAL_RUN_ID``, so the rows of a
   restarted run supersede those of the run before it at the same batch count. Values are
   made JSON-safe first (``json_safe``): framework scalars become numbers, arrays lists, NaN
   and infinities the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (the master stores
@@ -33,6 +42,8 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +57,14 @@ if TYPE_CHECKING:
     from detlite.interfaces import StorageBackend
     from detlite.plugins import Plugins
 
-__all__ = ["CHECKPOINT_METADATA_SKIPPED", "MasterReporter", "json_safe", "searcher_metric_value"]
+__all__ = [
+    "BATCH_DELAY_S",
+    "BATCH_MAX",
+    "CHECKPOINT_METADATA_SKIPPED",
+    "MasterReporter",
+    "json_safe",
+    "searcher_metric_value",
+]
 
 log = logging.getLogger("detlite.exec")
 
@@ -97,6 +115,103 @@ def searcher_metric_value(config: ExperimentConfig, metrics: Mapping[str, Any]) 
     return float(value)
 
 
+BATCH_DELAY_S = 0.1
+BATCH_MAX = 100
+_FLUSH_MAX = 1000  # the master takes up to 10,000 reports of each kind in one request
+
+
+class _TrainingBatches:
+    """Training reports queued and sent in batches from a thread (see the module doc).
+
+    ``send`` is called with a list of report bodies, from the thread (with a client of its
+    own) or, for ``flush``, from the caller's thread with the caller's client; one send at
+    a time, in the order the reports came.
+    """
+
+    def __init__(
+        self,
+        send_from_thread: Callable[[list[dict[str, Any]]], None],
+        send_here: Callable[[list[dict[str, Any]]], None],
+    ) -> None:
+        self._send_from_thread = send_from_thread
+        self._send_here = send_here
+        self._queued: list[dict[str, Any]] = []
+        self._first_at = 0.0
+        self._sending = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="detlite-metrics", daemon=True)
+        self._thread.start()
+
+    def add(self, body: dict[str, Any]) -> None:
+        with self._cond:
+            self._raise_error()
+            if not self._queued:
+                self._first_at = time.monotonic()
+            self._queued.append(body)
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Send what is queued, here and now; returns once the master has stored it."""
+        with self._cond:
+            while self._sending:
+                self._cond.wait()
+            self._raise_error()
+            batch, self._queued = self._queued, []
+            self._sending = bool(batch)
+        if not batch:
+            return
+        try:
+            for start in range(0, len(batch), _FLUSH_MAX):
+                self._send_here(batch[start : start + _FLUSH_MAX])
+        finally:
+            with self._cond:
+                self._sending = False
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (not self._queued or self._sending):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                due = self._first_at + BATCH_DELAY_S
+                while (
+                    not self._closed
+                    and self._queued
+                    and len(self._queued) < BATCH_MAX
+                    and (left := due - time.monotonic()) > 0
+                ):
+                    self._cond.wait(left)
+                if self._closed or not self._queued or self._sending:
+                    continue
+                # The rest of a long burst is as old as this part: it goes next, at once.
+                batch, self._queued = self._queued[:BATCH_MAX], self._queued[BATCH_MAX:]
+                self._sending = True
+            try:
+                self._send_from_thread(batch)
+            except BaseException as exc:  # raised by the worker's next report or flush
+                with self._cond:
+                    self._error = exc
+            finally:
+                with self._cond:
+                    self._sending = False
+                    self._cond.notify_all()
+
+
 class MasterReporter:
     """Reports one trial run's metrics, checkpoints and progress lines to the master."""
 
@@ -127,6 +242,8 @@ class MasterReporter:
         self.events: TrialEventLog | None = None
         if tensorboard_dir is not None and experiment_id is not None:
             self.events = TrialEventLog(tensorboard_dir, experiment_id, trial_id)
+        self._thread_client: MasterClient | None = None
+        self._batches = _TrainingBatches(self._send_from_thread, self._send_here)
 
     @property
     def storage(self) -> StorageBackend:
@@ -150,19 +267,37 @@ class MasterReporter:
             "numInputs": num_inputs,
         }
 
+    def _send(self, client: MasterClient, batch: list[dict[str, Any]]) -> None:
+        client.post(f"/api/v1/trials/{self.trial_id}/metrics", {"trainingMetrics": batch})
+
+    def _send_here(self, batch: list[dict[str, Any]]) -> None:
+        self._send(self.client, batch)
+
+    def _send_from_thread(self, batch: list[dict[str, Any]]) -> None:
+        if self._thread_client is None:  # a client is not shared between threads
+            from detlite.exec._master import MasterClient
+
+            self._thread_client = MasterClient(
+                self.client.master, self.client.session.token or "", retry_for=self.client.retry_for
+            )
+        self._send(self._thread_client, batch)
+
     def report_training(
         self, batches_trained: int, metrics: Mapping[str, Any], num_inputs: int
     ) -> None:
         body = self._metrics_body(batches_trained, metrics, num_inputs)
-        self.client.post(
-            f"/api/v1/trials/{self.trial_id}/training_metrics", {"trainingMetrics": body}
-        )
+        self._batches.add(body)
         if self.events is not None:
             self.events.record("train", batches_trained, body["metrics"])
+
+    def flush(self) -> None:
+        """Send the queued training reports now; returns once the master stored them."""
+        self._batches.flush()
 
     def report_validation(
         self, batches_trained: int, metrics: Mapping[str, Any], num_inputs: int
     ) -> None:
+        self.flush()
         body = self._metrics_body(batches_trained, metrics, num_inputs)
         self.client.post(
             f"/api/v1/trials/{self.trial_id}/validation_metrics", {"validationMetrics": body}
@@ -174,6 +309,7 @@ class MasterReporter:
     def report_checkpoint(self, path: str, metadata: Mapping[str, Any]) -> None:
         src = Path(path)
         uuid = src.name
+        self.flush()
         if self._before_upload is not None:
             self._before_upload()
         if self.plugins is not None:
@@ -213,10 +349,18 @@ class MasterReporter:
             log.warning("could not upload the TensorBoard event files: %s", exc)
 
     def close(self) -> None:
-        """The run is over: upload the event files a last time."""
-        self.sync_tensorboard()
-        if self.events is not None:
-            self.events.close()
+        """The run is over: send the queued reports, upload the event files a last time."""
+        try:
+            self.flush()
+        except Exception as exc:  # the worker is ending already: say so, do not mask why
+            log.error("could not send the last training metrics: %s", exc)
+        finally:
+            self._batches.close()
+            if self._thread_client is not None:
+                self._thread_client.close()
+            self.sync_tensorboard()
+            if self.events is not None:
+                self.events.close()
 
     def log(self, message: str) -> None:
         log.info("%s", message)

@@ -22,9 +22,11 @@ environment (the resource manager adds the rank variables of ``DistributedContex
 
 What a worker does, in order:
 
-1. Fetch the experiment's config, the trial (hyperparameters, seed, warm start) and the
-   context archive; unpack it safely into ``<work dir>/context``, make that the working
-   directory and the first entry of ``sys.path``.
+1. Ask the master for the run's start (``GET /api/v1/trials/{id}/run``, one call: the
+   config, hyperparameters, seed, the checkpoint to restore and the answer to the first
+   operation request); get the context archive (``DETLITE_CONTEXT_ARCHIVE``, else from the
+   master), unpack it safely into ``<work dir>/context``, make that the working directory
+   and the first entry of ``sys.path``.
 2. Get the trial class: import ``entrypoint``, or, when the config has
    ``internal.native.command`` (a script that calls ``create()``), run that script with
    ``DETLITE_IN_TRIAL_WORKER=1``: ``create()`` then calls ``hand_over(trial_def)``, which
@@ -33,11 +35,13 @@ What a worker does, in order:
    COMPLETED checkpoint at launch (``DETLITE_RESTORE_CHECKPOINT``: a rank that starts late
    does not pick up one its group saved since), else from its warm-start checkpoint (a PBT
    clone continues from its parent's batches, as the searcher's lengths expect).
-4. Loop on ``GET /api/v1/trials/{id}/searcher/operation?allocationId=&after=``:
-   ``VALIDATE_AFTER`` trains to the length and validates (``TrialRunner.train_to``) and the
-   chief posts ``completed_operation`` with the searcher metric; ``WAIT`` polls again
-   (0.1 s, growing to 1 s); ``CLOSE`` or ``preempt`` checkpoints what is un-checkpointed
-   and exits 0.
+4. Loop over operations: ``VALIDATE_AFTER`` trains to the length and validates
+   (``TrialRunner.train_to``) and the chief posts ``completed_operation`` with the searcher
+   metric, whose answer is the next operation; ``WAIT`` (the searcher has not decided) asks
+   ``GET /api/v1/trials/{id}/searcher/operation?allocationId=&after=`` again (0.1 s,
+   growing to 1 s), as do the other ranks for every operation; ``CLOSE`` or ``preempt``
+   checkpoints what is un-checkpointed and exits 0. Training metrics go in batches
+   (``detlite.exec.reporter``), all of an operation's stored before its completion.
 
 Every rank asks for operations with its own ``after``; the master gives all ranks the same
 answer for the same ``after``, so a group stays in step without talking. Only the chief
@@ -138,6 +142,8 @@ class TrialWorker:
         self.is_chief = env.distributed.is_chief
         self._params = {"allocationId": env.allocation_id}
         self.reporter: MasterReporter | None = None
+        # The start call's answer to the first operation request, for ``after`` batches.
+        self._first_answer: tuple[int, dict[str, Any] | None] = (0, None)
 
     # -- setting up ---------------------------------------------------------------------
 
@@ -198,27 +204,6 @@ class TrialWorker:
         log.info("restoring from %s checkpoint %s", why, checkpoint.uuid)
         return Path(checkpoint.download(dest))
 
-    def _restore_from(self, trial: Mapping[str, Any]) -> Path | None:
-        """The checkpoint this run starts from: the trial's latest when the group was
-        launched (``DETLITE_RESTORE_CHECKPOINT``; every rank the same), else its warm start."""
-        fixed = self.env.restore_checkpoint
-        if fixed:
-            data = self.client.get(f"/api/v1/checkpoints/{fixed}")["checkpoint"]
-            return self._download(data, "the trial's latest")
-        if fixed is None:  # launched by hand, not by the master: the latest there is now
-            answer = self.client.get(
-                f"/api/v1/trials/{self.env.trial_id}/checkpoints",
-                {"sort_by": "BATCH_NUMBER", "order_by": "DESC", "states": "COMPLETED", "limit": 1},
-            )
-            found = answer.get("checkpoints") or []
-            if found:
-                return self._download(found[0], "the trial's latest")
-        warm = trial.get("warmStartCheckpointUuid")
-        if warm:
-            data = self.client.get(f"/api/v1/checkpoints/{warm}")["checkpoint"]
-            return self._download(data, "its warm-start")
-        return None
-
     def prepare(self) -> tuple[TrialRunner, Plugins, ExperimentConfig]:
         from detlite.exec.reporter import MasterReporter
         from detlite.harness import build_trial
@@ -226,9 +211,12 @@ class TrialWorker:
 
         env = self.env
         plugins = self._plugins()
-        config_json = self.client.get(f"/api/v1/experiments/{env.experiment_id}")["config"]
-        config = plugins.load_config(config_json)
-        trial = self.client.get(f"/api/v1/trials/{env.trial_id}")["trial"]
+        params = dict(self._params)
+        if env.restore_checkpoint is not None:
+            params["restoreCheckpoint"] = env.restore_checkpoint
+        start = self.client.get(f"/api/v1/trials/{env.trial_id}/run", params)["run"]
+        config = plugins.load_config(start["config"])
+        self._first_answer = (int(start["after"]), _operation_of(start))
         context_dir = self._context_dir()
         # As in Determined's harness: relative paths in the trial's code mean what they meant
         # to its author, and modules it imports later are found.
@@ -238,16 +226,19 @@ class TrialWorker:
         built = build_trial(
             trial_class,
             config,
-            trial["hparams"],
+            start["hparams"],
             plugins=plugins,
-            trial_seed=int(trial.get("seed") or 0),
+            trial_seed=int(start.get("seed") or 0),
             experiment_id=env.experiment_id,
             trial_id=env.trial_id,
             distributed=env.distributed,
             managed=True,
             context_dir=context_dir,
         )
-        restore = self._restore_from(trial)
+        restore = None
+        if start.get("restore"):
+            why = "the trial's latest" if start["restoreReason"] == "latest" else "its warm-start"
+            restore = self._download(start["restore"], why)
         reporter = MasterReporter(
             self.client,
             trial_id=env.trial_id,
@@ -267,21 +258,25 @@ class TrialWorker:
             latest_checkpoint=restore,
         )
         if self.is_chief:
-            plugins.trial_started(env.experiment_id, env.trial_id, trial["hparams"])
+            plugins.trial_started(env.experiment_id, env.trial_id, start["hparams"])
         return runner, plugins, config
 
     # -- running ------------------------------------------------------------------------
 
-    def _next_operation(self, after: int) -> dict[str, Any]:
+    def _next_operation(self, after: int, known: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The operation after ``after`` batches: ``known`` when the master already gave it
+        (in the start or completion answer), else asked for until it is not WAIT."""
+        if known is not None and (known["preempt"] or known.get("kind") != "WAIT"):
+            return known
         delay = _WAIT_FIRST
         while True:
             answer = self.client.get(
                 f"/api/v1/trials/{self.env.trial_id}/searcher/operation",
                 {**self._params, "after": after},
             )
-            op = answer.get("operation") or {}
-            if answer.get("preempt") or op.get("kind") != "WAIT":
-                return {"preempt": bool(answer.get("preempt")), **op}
+            op = _operation_of(answer)
+            if op["preempt"] or op.get("kind") != "WAIT":
+                return op
             time.sleep(delay)
             delay = min(delay * 2, _WAIT_MAX)
 
@@ -291,6 +286,8 @@ class TrialWorker:
         self.client.get(f"/api/v1/trials/{self.env.trial_id}/preemption", self._params)
 
     def _post(self, what: str, body: Mapping[str, Any]) -> None:
+        if self.reporter is not None:
+            self.reporter.flush()
         self.client.post(f"/api/v1/trials/{self.env.trial_id}/{what}", body, self._params)
 
     def run(self) -> str:
@@ -308,8 +305,12 @@ class TrialWorker:
         outcome = "failed"
         try:
             after = max(runner.batches_trained - 1, 0)
+            first_after, known = self._first_answer
+            if after != first_after:
+                known = None  # the checkpoint held other batches than its record said
             while True:
-                op = self._next_operation(after)
+                op = self._next_operation(after, known)
+                known = None
                 if op["preempt"] or op.get("kind") == "CLOSE":
                     outcome = "preempted" if op["preempt"] else "closed"
                     log.info("%s after %d batches", outcome, runner.batches_trained)
@@ -325,9 +326,14 @@ class TrialWorker:
                     watch.arm(False)
                 if self.is_chief:
                     metric = searcher_metric_value(config, result.metrics)
-                    self._post(
-                        "searcher/completed_operation", {"length": length, "searcherMetric": metric}
+                    assert self.reporter is not None
+                    self.reporter.flush()  # every metric of the operation stored before it ends
+                    answer = self.client.post(
+                        f"/api/v1/trials/{self.env.trial_id}/searcher/completed_operation",
+                        {"length": length, "searcherMetric": metric},
+                        self._params,
                     )
+                    known = _operation_of(answer) if answer and "operation" in answer else None
                 after = length
         except TrialStopped:
             runner.close()
@@ -360,6 +366,11 @@ class TrialWorker:
         if self.is_chief:
             self._post("early_exit", {"reason": "INVALID_HP"})
         return "invalid_hp"
+
+
+def _operation_of(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """An operation answer (``{"operation": {...}, "preempt": bool}``) as one flat dict."""
+    return {"preempt": bool(answer.get("preempt")), **(answer.get("operation") or {})}
 
 
 # -- main -----------------------------------------------------------------------------------

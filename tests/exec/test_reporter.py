@@ -125,6 +125,7 @@ def test_reporter_metrics_checkpoints_restore(master: LiveMaster, tmp_path: Path
     # Values JSON cannot carry, and framework scalars, arrive in the master's forms.
     weird = {"loss": float("nan"), "big": float("inf"), "lr": _Scalar(0.5), "v": _Array()}
     reporter.report_training(6, weird, 8)
+    reporter.flush()
     training = api.get(f"/api/v1/trials/{trial_id}/metrics", params={"kind": "training"}).json()
     assert training["metrics"][-1]["metrics"] == {
         "loss": "NaN",
@@ -255,3 +256,82 @@ def test_log_shipper_keeps_every_post_under_the_masters_cap(
     assert faces.endswith(f"of {MAX_LINE_CHARS} characters shipped]")
     assert len(xs) <= MAX_LINE_CHARS and xs.startswith("x" * 1000)
     assert xs.endswith(f"of {MAX_LINE_CHARS + 10} characters shipped]")
+
+
+# -- training metrics in batches ------------------------------------------------------------
+
+
+class _Sends:
+    """Records the batches each side sent; ``fail`` makes the thread's next send raise."""
+
+    def __init__(self) -> None:
+        self.thread: list[list[int]] = []
+        self.here: list[list[int]] = []
+        self.fail: Exception | None = None
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def from_thread(self, batch: list[dict[str, Any]]) -> None:
+        self.gate.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        self.thread.append([b["stepsCompleted"] for b in batch])
+
+    def from_here(self, batch: list[dict[str, Any]]) -> None:
+        self.here.append([b["stepsCompleted"] for b in batch])
+
+
+def _wait(check: Any, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_training_reports_go_in_batches_and_flush_waits_for_them() -> None:
+    from detlite.exec.reporter import BATCH_MAX, _TrainingBatches
+
+    sends = _Sends()
+    batches = _TrainingBatches(sends.from_thread, sends.from_here)
+    try:
+        # A burst becomes few requests, in order, nothing lost; a long burst is cut at
+        # BATCH_MAX reports.
+        for step in range(1, BATCH_MAX + 51):
+            batches.add({"stepsCompleted": step})
+        _wait(lambda: sum(map(len, sends.thread)) == BATCH_MAX + 50, "the burst to be sent")
+        assert [s for batch in sends.thread for s in batch] == list(range(1, BATCH_MAX + 51))
+        assert 2 <= len(sends.thread) < 10 and max(map(len, sends.thread)) == BATCH_MAX
+
+        # A report alone goes out by itself, after the delay, without a flush.
+        batches.add({"stepsCompleted": 1000})
+        _wait(lambda: sends.thread[-1] == [1000], "the lone report")
+
+        # flush waits for a send in flight, and returns once everything queued is sent
+        # (the rest by the caller, or by the thread if it took it first).
+        sends.gate.clear()
+        batches.add({"stepsCompleted": 1001})
+        time.sleep(0.3)  # the thread has taken 1001 and waits at the gate
+        batches.add({"stepsCompleted": 1002})
+        threading.Timer(0.2, sends.gate.set).start()
+        batches.flush()
+        assert sends.thread[-1] in ([1001], [1002])
+        sent = [s for batch in sends.thread + sends.here for s in batch]
+        assert sorted(sent)[-2:] == [1001, 1002] and sent.index(1001) < sent.index(1002)
+        # With nothing in flight, flush sends on the caller's side (unless the thread's
+        # delay ran out first on a busy machine).
+        batches.add({"stepsCompleted": 1003})
+        batches.flush()
+        assert [1003] in (sends.here[-1], sends.thread[-1])
+
+        # A send that fails for good is raised by the next report (or flush), once.
+        sends.fail = MasterNotFound("the master is gone")
+        batches.add({"stepsCompleted": 1004})
+        time.sleep(0.5)
+        with pytest.raises(MasterNotFound):
+            batches.add({"stepsCompleted": 1005})
+        batches.add({"stepsCompleted": 1005})
+        batches.flush()
+        assert sends.here[-1] == [1005]
+    finally:
+        sends.gate.set()
+        batches.close()

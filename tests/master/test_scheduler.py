@@ -31,6 +31,7 @@ from detlite.master.orm import Experiment, TrainingMetrics, Trial, TrialLog, Val
 from detlite.master.scheduler.recovery import WORKER_MODULE
 from detlite.testing.fake import linear_config
 from tests.master.conftest import LiveMaster, assert_error, serve_in_thread
+from tests.master.factories import make_checkpoint
 
 S = "STATE_"
 
@@ -203,6 +204,60 @@ def random_config(**searcher: Any) -> dict[str, Any]:
         **searcher,
     }
     return config
+
+
+def run_start(client: httpx.Client, group: Group, **params: str) -> dict[str, Any]:
+    response = client.get(
+        f"/api/v1/trials/{group.trial_id}/run",
+        params={"allocationId": group.allocation, **params},
+    )
+    assert response.status_code == 200, response.text
+    run: dict[str, Any] = response.json()["run"]
+    return run
+
+
+def test_run_start_and_the_next_operation_in_the_completion_answer(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """One call starts a worker; completing an operation answers with the next one."""
+    with scheduled_master(migrated_database_url, tmp_path, slots=1) as master:
+        exp_id = create(master, random_config(max_trials=1), activate=True)
+        (group,) = launched(master, 1)
+        [trial] = trials(master, exp_id)
+        va8 = {"kind": "VALIDATE_AFTER", "length": 8}
+        with worker(master, group) as client:
+            run = run_start(client, group, restoreCheckpoint="")
+            assert run["config"] == experiment(master, exp_id)["config"]
+            assert (run["experimentId"], run["trialId"], run["trialRunId"]) == (
+                exp_id,
+                trial["id"],
+                0,
+            )
+            assert (run["hparams"], run["seed"]) == (trial["hparams"], trial["seed"])
+            assert "restore" not in run and "restoreReason" not in run  # none: left out
+            assert (run["after"], run["operation"], run["preempt"]) == (0, va8, False)
+
+            # With a checkpoint, the latest is restored and the first answer is for one
+            # batch below it; "" (the launch fixed none) restores nothing.
+            with master.live.db() as session:
+                row = session.get_one(Trial, trial["id"])
+                uuid = make_checkpoint(session, row, 4).uuid
+            latest = run_start(client, group)
+            assert latest["restore"]["uuid"] == uuid and latest["restoreReason"] == "latest"
+            assert (latest["after"], latest["operation"]) == (3, va8)
+            assert run_start(client, group, restoreCheckpoint=uuid)["restore"]["uuid"] == uuid
+            assert "restore" not in run_start(client, group, restoreCheckpoint="")
+
+            answer = complete(client, group, 8, 0.5).json()
+            assert answer == {"operation": {"kind": "CLOSE"}, "preempt": False}
+            assert complete(client, group, 8, 0.5).json() == answer  # a retry: the same
+            assert op(client, group, 8) == answer  # what the other ranks are told
+
+            stale = client.get(
+                f"/api/v1/trials/{group.trial_id}/run", params={"allocationId": "another"}
+            )
+            assert_error(stale, 410, "not the current worker group")
+        group.code = 0
 
 
 def test_protocol_restarts_and_completion(migrated_database_url: str, tmp_path: Path) -> None:

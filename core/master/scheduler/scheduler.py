@@ -3,7 +3,9 @@
 One ``Scheduler`` per master. ``start()`` (from the app's lifespan) builds the resource
 manager named in the settings (a plugin's, through ``Plugins.resource_manager``), recovers
 from a previous master process, and starts a background thread that calls ``tick()`` every
-``settings.scheduler_tick`` seconds, or sooner when an API event calls ``wake()``.
+``settings.scheduler_tick`` seconds, or sooner when an API event calls ``wake()``, or the
+resource manager does (``set_listener``: a worker process exited), so that a freed slot
+is used at once.
 ``stop()`` asks every worker group to checkpoint and stop, waits ``settings.stop_grace``
 seconds for them, and kills the rest.
 
@@ -127,6 +129,11 @@ class Scheduler:
         self.settings.storage_path.mkdir(parents=True, exist_ok=True)
         if self.rm is None:
             self.rm = self._build_resource_manager()
+        # Event-driven: a worker that exits wakes the scheduler, so the slot it freed goes
+        # to the next trial at once, not at the next tick.
+        listen = getattr(self.rm, "set_listener", None)
+        if callable(listen):
+            listen(self.wake)
         self.recover()
         self._thread = threading.Thread(target=self._run, name="detlite-scheduler", daemon=True)
         self._thread.start()
@@ -236,6 +243,42 @@ class Scheduler:
                 db.commit()
             return answer
 
+    def run_start(self, trial_id: int, allocation_id: str, restore: str | None) -> dict[str, Any]:
+        """What a launched worker needs to start (``schemas.searcher.RunStart``).
+
+        ``restore``: the checkpoint the launch fixed (``DETLITE_RESTORE_CHECKPOINT``), ""
+        for none (then the trial's warm start, if any), None for the trial's latest
+        COMPLETED one now (a worker started by hand).
+        """
+        with self.lock, self._session() as db:
+            trial = trial_queries.get_trial(db, trial_id)
+            protocol.check_allocation(trial, allocation_id)
+            if restore is None:
+                restore = checkpoint_queries.latest_completed(db, trial.id) or ""
+            reason = "latest" if restore else None
+            if not restore and trial.warm_start_checkpoint_uuid:
+                restore, reason = trial.warm_start_checkpoint_uuid, "warm start"
+            checkpoint = None
+            if restore:
+                row = checkpoint_queries.get_checkpoint(db, restore)
+                checkpoint = checkpoint_queries.checkpoint_wire(db, row)
+            after = max(checkpoint.batch_number - 1, 0) if checkpoint is not None else 0
+            answer = protocol.operation_answer(trial, allocation_id, after, self._stopping)
+            if db.dirty:
+                db.commit()
+            return {
+                "experiment_id": trial.experiment_id,
+                "trial_id": trial.id,
+                "trial_run_id": trial.restarts,
+                "config": dict(trial.experiment.config or {}),
+                "hparams": dict(trial.hparams or {}),
+                "seed": int(trial.seed or 0),
+                "restore": checkpoint,
+                "restore_reason": reason,
+                "after": after,
+                **answer,
+            }
+
     def preemption(self, trial_id: int, allocation_id: str) -> bool:
         with self.lock, self._session() as db:
             trial = trial_queries.get_trial(db, trial_id)
@@ -246,14 +289,17 @@ class Scheduler:
 
     def completed_operation(
         self, user: User, trial_id: int, allocation_id: str, length: int, metric: float | None
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Feed the searcher the result of VALIDATE_AFTER ``length``; returns the answer to
+        the group's next operation request (``after=length``), so that it need not ask."""
         with self.lock, self._session() as db:
             trial = trial_queries.get_trial(db, trial_id)
             experiment = trial.experiment
             experiment_queries.require_owner(user, experiment, "report to")
             protocol.check_allocation(trial, allocation_id)
             if length <= trial.completed_batches:
-                return  # a repeat (a retry after a lost answer): fed once already
+                # A repeat (a retry after a lost answer): fed once already.
+                return self._next_answer(db, trial, allocation_id, length)
             pending = list(trial.pending_ops or [])
             if not pending or int(pending[0]["batches"]) != length:
                 expected = f"{pending[0]['batches']}" if pending else "none"
@@ -274,7 +320,17 @@ class Scheduler:
             driver.save()
             db.commit()
             ended = experiment.state.terminal
+            answer = self._next_answer(db, trial, allocation_id, length)
         self._after_event(experiment.id if ended else None)
+        return answer
+
+    def _next_answer(
+        self, db: Session, trial: Trial, allocation_id: str, after: int
+    ) -> dict[str, Any]:
+        answer = protocol.operation_answer(trial, allocation_id, after, self._stopping)
+        if db.dirty:
+            db.commit()
+        return answer
 
     def early_exit(self, user: User, trial_id: int, allocation_id: str, reason: str) -> None:
         exited = EARLY_EXIT_REASONS.get(reason)
@@ -504,6 +560,10 @@ class Scheduler:
         assert self.rm is not None
         if self.url is None or self._stopping:
             return  # workers could not reach us yet (port 0 and no request so far)
+        if not self.rm.status().ok:
+            # Its cluster is away: launch nothing, and fail no trial for want of the slots
+            # it cannot count, until it is back (GET /api/v1/master says why).
+            return
         total = self.rm.total_slots()
         used: dict[int, int] = {}
         query = sa.select(Trial).where(Trial.allocation_id.is_not(None))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from detlite.master.schemas._values import Count, RequestModel, SearcherMetric
+from detlite.master.schemas._values import Count, RequestModel, SearcherMetric, StoredJSON
 from detlite.master.schemas.base import WireModel
+from detlite.master.schemas.checkpoints import Checkpoint
 
 __all__ = [
     "CompletedOperationRequest",
+    "CompletedOperationResponse",
     "EarlyExitRequest",
     "Operation",
     "OperationResponse",
     "PreemptionResponse",
+    "RunStart",
+    "RunStartResponse",
 ]
 
 
@@ -40,8 +44,40 @@ class CompletedOperationRequest(RequestModel):
     searcher_metric: SearcherMetric = None
 
 
+class CompletedOperationResponse(WireModel):
+    """The answer to the next operation request (``after`` the completed length), so that
+    the worker need not ask; a WAIT here means: ask, the searcher has not decided yet."""
+
+    operation: Operation
+    preempt: bool
+
+
 class PreemptionResponse(WireModel):
     preempt: bool
+
+
+class RunStart(WireModel):
+    """Everything a launched worker needs to start, in one answer: the experiment's config,
+    the trial's hyperparameters and seed, the checkpoint to restore (``restoreReason``
+    ``latest`` or ``warm start``; both null for a fresh start) and the answer to its first
+    operation request, made for ``after`` one below the restored batches (as the worker
+    asks, see ``detlite.exec.trial``)."""
+
+    experiment_id: int
+    trial_id: int
+    trial_run_id: int
+    config: StoredJSON
+    hparams: StoredJSON
+    seed: int
+    restore: Checkpoint | None
+    restore_reason: Literal["latest", "warm start"] | None
+    after: int
+    operation: Operation
+    preempt: bool
+
+
+class RunStartResponse(WireModel):
+    run: RunStart
 
 
 class EarlyExitRequest(RequestModel):
