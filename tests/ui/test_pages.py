@@ -279,6 +279,14 @@ def test_a_running_trial_updates_without_a_reload(
         )
         page.wait_for_selector("[data-testid=log-line]:has-text('hello')")
         page.wait_for_function("(document.getElementById('trial-metrics').data || []).length === 2")
+        # A restarted trial's lines say which run wrote them; the first run's need not.
+        with live.db() as db:
+            db.get_one(Trial, trial_id).restarts = 1
+            db.commit()
+        again = api.post(f"/api/v1/trials/{trial_id}/logs", json={"logs": [{"message": "again"}]})
+        assert again.is_success
+        page.wait_for_selector("[data-testid=log-line]:has-text('[run 1] again')")
+        assert page.locator("[data-testid=log-run]").count() == 1
 
         with live.db() as db:  # the trial ends as its worker would end it
             row = db.get(Trial, trial_id)

@@ -168,7 +168,9 @@ function logView(id) {
 function logLine(entry) {
   return h("div", { class: `lvl-${entry.level || ""}`, "data-testid": "log-line" },
     h("span", { class: "ts" }, `${new Date(entry.timestamp).toISOString().replace("T", " ").slice(0, 19)} `),
-    entry.level ? `${entry.level} ` : "", entry.rank !== null && entry.rank !== undefined ? `[rank ${entry.rank}] ` : "",
+    entry.level ? `${entry.level} ` : "",
+    entry.trialRunId ? h("span", { class: "run", "data-testid": "log-run" }, `[run ${entry.trialRunId}] `) : "",
+    entry.rank !== null && entry.rank !== undefined ? `[rank ${entry.rank}] ` : "",
     entry.message.replace(/\n$/, ""));
 }
 
