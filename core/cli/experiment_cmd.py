@@ -371,8 +371,15 @@ def describe_command(master: str | None, experiment_id: int, as_json: bool) -> N
         click.echo("No trials yet.")
         return
     headers = ["TRIAL", "STATE", "BATCHES", f"BEST {metric or 'METRIC'}", "RESTARTS"]
-    rows = [_trial_row(t, metric) for t in sorted(trials, key=lambda t: int(t["id"]))]
+    ordered = sorted(trials, key=lambda t: int(t["id"]))
+    rows = [_trial_row(t, metric) for t in ordered]
     click.echo(render_table([*headers, "BEST CHECKPOINT", "HPARAMS"], rows))
+    failed = [t for t in ordered if t.get("lastError")]
+    if failed:
+        click.echo("")
+        for trial in failed:
+            click.echo(f"trial {trial['id']} failed: {trial['lastError']}")
+        click.echo(f"(all of a trial's lines: detlite trial logs {failed[0]['id']})")
 
 
 # -- logs -------------------------------------------------------------------------------------

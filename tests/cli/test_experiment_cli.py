@@ -148,6 +148,41 @@ def test_list_describe_and_logs(
         assert code != 0 and "error:" in err and "not found" in err, (out, err)
 
 
+def test_describe_says_why_failed_trials_failed(
+    master: LiveMaster, cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DETLITE_MASTER", master.url)
+    with master.db() as db:
+        exp = make_experiment(db, state=S.ERROR)
+        failed = make_trial(db, exp, state=S.ERROR)
+        fine = make_trial(db, exp, state=S.COMPLETED)
+        exp_id, failed_id, fine_id = exp.id, failed.id, fine.id
+    token = master.login("determined")
+    lines = [
+        {
+            "message": "the trial failed:\nTraceback (most recent call last):\nKeyError: 'x'",
+            "level": "ERROR",
+        },
+        {"message": f"trial {failed_id}'s workers exited with code 1", "level": "ERROR"},
+        {
+            "message": "[rank 0 stderr] ModuleNotFoundError: No module named 'model_def'",
+            "level": "ERROR",
+        },
+        {"message": "an INFO line after it", "level": "INFO"},
+    ]
+    with master.client(token) as client:
+        for trial_id in (failed_id, fine_id):
+            answer = client.post(f"/api/v1/trials/{trial_id}/logs", json={"logs": lines})
+            assert answer.status_code == 200, answer.text
+    text = cli.ok("experiment", "describe", str(exp_id))
+    why = "ModuleNotFoundError: No module named 'model_def'"
+    assert f"trial {failed_id} failed: [rank 0 stderr] {why}" in text
+    assert f"trial {fine_id} failed" not in text  # only trials in ERROR say why
+    described = json.loads(cli.ok("experiment", "describe", str(exp_id), "--json"))
+    errors = {t["id"]: t.get("lastError") for t in described["trials"]}
+    assert errors == {failed_id: f"[rank 0 stderr] {why}", fine_id: None}
+
+
 def test_state_commands_and_wait(
     master: LiveMaster, cli: CLI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -326,3 +326,26 @@ def test_the_experiment_list_pages(page: Any, tmp_path: Path, screenshots: Path)
         page.fill("[data-testid=filter-name]", "no such experiment")
         page.wait_for_selector("[data-testid=experiments]:has-text('No experiments match')")
         assert not page.is_visible("[data-testid=pager]")
+
+
+def test_a_failed_trial_says_why_on_the_experiment_page(
+    page: Any, tmp_path: Path, screenshots: Path
+) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'master.db'}", tmp_path)
+    with live_master(settings) as live, live.client(live.login("determined")) as api:
+        exp_id = post_experiment(api)["experiment"]["id"]
+        trial_id = add_trial(live, exp_id, "r1")
+        traceback = (
+            "the trial failed:\nTraceback (most recent call last):\n  ...\nValueError: lr < 0"
+        )
+        body = {"logs": [{"message": traceback, "level": "ERROR"}, {"message": "bye"}]}
+        assert api.post(f"/api/v1/trials/{trial_id}/logs", json=body).is_success
+        with live.db() as db:
+            row = db.get_one(Trial, trial_id)
+            row.state, row.end_time = ExperimentState.ERROR, utcnow()
+            db.commit()
+        login(page, live.url)
+        page.goto(f"{live.url}/#/experiments/{exp_id}")
+        error = page.wait_for_selector("[data-testid=trial-error]")
+        assert error.inner_text() == "ValueError: lr < 0"
+        shot(page, screenshots, "experiment-failed-trial")

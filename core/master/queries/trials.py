@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from detlite.api.enums import CheckpointState, ExperimentState
 from detlite.errors import Conflict, NotFound
-from detlite.master.orm import Checkpoint, Experiment, Trial, ValidationMetrics, utcnow
+from detlite.master.orm import Checkpoint, Experiment, Trial, TrialLog, ValidationMetrics, utcnow
 from detlite.master.queries import checkpoints as checkpoint_queries
 from detlite.master.queries.experiments import settle_experiment
 from detlite.master.queries.metrics import effective_rows, metrics_row_wire
@@ -191,6 +191,8 @@ def trials_wire(db: Session, rows: Sequence[Trial]) -> list[schemas.Trial]:
         if held_value is None or (value < held_value if smaller else value > held_value):
             best_checkpoint[ckpt.trial_id] = ckpt
 
+    errors = _last_errors(db, [row.id for row in rows if row.state == ExperimentState.ERROR])
+
     out = []
     for row in rows:
         best_row = best.get(row.id)
@@ -218,9 +220,36 @@ def trials_wire(db: Session, rows: Sequence[Trial]) -> list[schemas.Trial]:
                 resource_manager=row.resource_manager,
                 launch_time=row.launch_time,
                 run_start_time=row.allocation_start_time,
+                last_error=errors.get(row.id),
             )
         )
     return out
+
+
+#: The longest ``lastError`` given, in characters.
+LAST_ERROR_CHARS = 500
+
+
+def _last_errors(db: Session, trial_ids: Sequence[int]) -> dict[int, str]:
+    """Why each of these (failed) trials failed, in a line: the last non-empty line of its
+    last ERROR log entry (a traceback's own last line is the exception), at most
+    ``LAST_ERROR_CHARS`` characters."""
+    if not trial_ids:
+        return {}
+    newest = (
+        sa.select(sa.func.max(TrialLog.id))
+        .where(TrialLog.trial_id.in_(trial_ids), TrialLog.level == "ERROR")
+        .group_by(TrialLog.trial_id)
+    )
+    found = db.execute(
+        sa.select(TrialLog.trial_id, TrialLog.message).where(TrialLog.id.in_(newest))
+    )
+    errors = {}
+    for trial_id, message in found:
+        lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+        if lines:
+            errors[int(trial_id)] = lines[-1][:LAST_ERROR_CHARS]
+    return errors
 
 
 def _checkpoint_summary(row: Checkpoint) -> schemas.CheckpointSummary:

@@ -52,6 +52,8 @@ class Trial(WireModel):
     # current run's were (None between runs); detlite additions.
     launch_time: dt.datetime | None = None
     run_start_time: dt.datetime | None = None
+    # Why a trial in ERROR failed, in one line (its last ERROR log line); a detlite addition.
+    last_error: StoredText | None = None
 
 
 class TrialResponse(WireModel):

@@ -98,7 +98,8 @@ export async function experimentPage(main, [id], ctx) {
     const names = [...new Set(trials.flatMap((t) => Object.keys(flatHparams(t.hparams))))].sort();
     const columns = [
       { key: "id", title: "Trial", cell: (t) => h("a", { href: `#/trials/${t.id}` }, `Trial ${t.id}`) },
-      { key: "state", title: "State", cell: (t) => badge(t.state) },
+      { key: "state", title: "State", cell: (t) => [badge(t.state),
+        t.lastError ? h("div", { class: "error-line", title: t.lastError, "data-testid": "trial-error" }, t.lastError) : null] },
       { key: "batches", title: "Batches", num: true, cell: (t) => fmtNumber(t.totalBatchesProcessed) },
       { key: "best", title: `Best ${metric || ""}`, num: true, cell: (t) => fmtNumber(metricOf(t.bestValidation, metric)) },
       { key: "latest", title: `Latest ${metric || ""}`, num: true, cell: (t) => fmtNumber(metricOf(t.latestValidation, metric)) },
