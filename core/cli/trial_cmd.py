@@ -2,9 +2,12 @@
 
 ``describe`` shows the trial, its validations (the effective rows the master keeps: the
 latest run per batch count) and its checkpoints; ``--json`` prints ``{"trial",
-"validations", "checkpoints"}`` as the master sent them. ``logs`` prints every line,
-following the master's capped pages; ``logs -f`` polls until the trial has ended and every
-line has been read. The HTTP client is imported inside the commands.
+"validations", "checkpoints"}`` as the master sent them. Its placement line names each node
+of the latest run by host name, adding the node's id (its first 8 characters) where two
+nodes have the same host name, as on a Ray cluster simulated on one machine; ``Created`` is
+when the searcher made the trial, ``Launched`` when its workers were first started.
+``logs`` prints every line, following the master's capped pages; ``logs -f`` polls until the
+trial has ended and every line has been read. The HTTP client is imported inside the commands.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["trial_group"]
 
 _TERMINAL = {"COMPLETED", "CANCELED", "ERROR", "DELETED", "DELETE_FAILED"}
+_NODE_ID_CHARS = 8
 
 
 @click.group("trial")
@@ -79,7 +83,8 @@ def describe_command(master: str | None, trial_id: int, as_json: bool) -> None:
         ("Restarts", trial.get("restarts", 0)),
         ("Placement", _placement(trial)),
         ("Hyperparameters", json.dumps(trial.get("hparams") or {}, sort_keys=True)),
-        ("Started", format_time(trial.get("startTime"))),
+        ("Created", format_time(trial.get("startTime"))),
+        ("Launched", format_time(trial.get("launchTime"))),
         ("Ended", format_time(trial.get("endTime"))),
     ]
     width = max(len(k) for k, _ in lines) + 1
@@ -129,10 +134,25 @@ def logs_command(master: str | None, trial_id: int, follow: bool) -> None:
 
 
 def _placement(trial: dict[str, Any]) -> str:
-    """``node: devices`` per node of the latest run, and its resource manager."""
-    by_node: dict[str, list[str]] = {}
+    """``node: devices`` per node of the latest run, and its resource manager.
+
+    A node is its host name, and also its id (``nodeId``, as Ray tells it; the first
+    ``_NODE_ID_CHARS`` characters) where two nodes share a host name: the nodes of a cluster
+    simulated on one machine, or containers that all call themselves ``localhost``."""
+    by_node: dict[tuple[str, str], list[str]] = {}
     for rank in trial.get("placement") or []:
-        by_node.setdefault(str(rank.get("node", "?")), []).extend(rank.get("devices") or [])
-    where = "; ".join(f"{node}: {', '.join(devices)}" for node, devices in by_node.items())
+        key = (str(rank.get("node", "?")), str(rank.get("nodeId") or ""))
+        by_node.setdefault(key, []).extend(rank.get("devices") or [])
+    hosts = [host for host, _ in by_node]
+
+    def name(host: str, node_id: str) -> str:
+        if node_id and hosts.count(host) > 1:
+            return f"{host} [node {node_id[:_NODE_ID_CHARS]}]"
+        return host
+
+    where = "; ".join(
+        f"{name(host, node_id)}: {', '.join(devices)}"
+        for (host, node_id), devices in by_node.items()
+    )
     manager = trial.get("resourceManager")
     return f"{where} ({manager})" if where and manager else where or trial.get("node") or ""
