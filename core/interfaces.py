@@ -17,10 +17,10 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from detlite.searcher.base import SearchMethod
 
@@ -33,6 +33,7 @@ __all__ = [
     "FileRecord",
     "FrameworkAdapter",
     "ResourceManager",
+    "ResourceManagerStatus",
     "SearchMethod",
     "StorageBackend",
     "TrainResult",
@@ -239,6 +240,23 @@ class WorkerSpec:
     priority: int | None = None
 
 
+@dataclass(frozen=True)
+class ResourceManagerStatus:
+    """Whether a resource manager can launch now.
+
+    ``ok``: it can. ``disconnected``: what runs the workers cannot be reached (a Ray cluster
+    lost); the scheduler launches nothing, and fails no trial for want of slots, until the
+    manager is ``ok`` again. ``message`` says why, and what the manager is doing about it.
+    """
+
+    state: Literal["ok", "disconnected"] = "ok"
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+
 class ResourceManager(ABC):
     """Where trial workers run: slots, and starting and stopping process groups."""
 
@@ -264,6 +282,15 @@ class ResourceManager(ABC):
         each ``node`` (a host name) and ``devices`` (``gpu:<id>`` or ``cpu``), plus what else
         the manager can tell (Ray's ``nodeIp``, ``nodeId``)."""
         return None
+
+    def status(self) -> ResourceManagerStatus:
+        """Whether the manager can launch now; by default it always can."""
+        return ResourceManagerStatus()
+
+    def set_listener(self, callback: Callable[[], None] | None) -> None:  # noqa: B027
+        """Have ``callback()`` called, from any thread, whenever a worker process of any
+        group exits (it must be quick: wake a loop); None stops the calls. By default it is
+        never called: exits are found by ``poll`` alone."""
 
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release the manager's own resources."""

@@ -4,6 +4,15 @@ Settings come from the options, or from a YAML file (``--config``) of ``Settings
 for example ``resource_manager: {type: ray, address: 10.0.0.5:6379}``; options given on the
 command line win over the file.
 
+With ``--resource-manager ray`` (or a config's ``resource_manager: {type: ray, ...}``) the
+master's Ray driver runs in a child process (``driver: process``, unless the config says
+``inline``), so that losing the cluster pauses launching instead of ending the master; the
+master waits ``--ray-connect-timeout`` seconds (``connect_timeout``, default 30) for the
+cluster at start-up and otherwise exits naming the address. It refuses to start when the
+address workers would be told (``--master-url``, else ``http://HOST:PORT``) is no address
+the Ray nodes can reach (``Settings.worker_address_problem``), and warns when checkpoints
+would stay on this machine (``Settings.cluster_storage_warning``).
+
 Storage experiments may use: the master's ``--storage`` directory always; more shared_fs
 roots with ``--allow-shared-fs PATH`` and S3 buckets with ``--allow-s3
 BUCKET[/PREFIX][@ENDPOINT_URL]`` (both repeatable, added to the file's ``storage_roots`` and
@@ -17,12 +26,15 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from detlite.cli._storage_options import allowed_storage_options
+
+if TYPE_CHECKING:
+    from detlite.master.settings import Settings
 
 __all__ = ["master_command"]
 
@@ -43,6 +55,12 @@ __all__ = ["master_command"]
     "[default: sqlite under $XDG_DATA_HOME/detlite]",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--master-url",
+    metavar="URL",
+    help="The address workers (on Ray nodes) reach this master at, e.g. "
+    "http://10.0.0.4:8080 [default: http://HOST:PORT]; needed with --host 0.0.0.0 and ray.",
+)
 @click.option(
     "--port",
     default=8080,
@@ -81,6 +99,12 @@ __all__ = ["master_command"]
     "ray://host:10001) [default: RAY_ADDRESS, else a Ray started in the master]",
 )
 @click.option(
+    "--ray-connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --resource-manager ray: how long to wait for the cluster at start-up [default: 30]",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -92,6 +116,7 @@ def master_command(
     config_file: Path | None,
     db_url: str | None,
     host: str,
+    master_url: str | None,
     port: int,
     storage: Path | None,
     allow_shared_fs: tuple[Path, ...],
@@ -100,6 +125,7 @@ def master_command(
     slots: int | None,
     resource_manager: str,
     ray_address: str | None,
+    ray_connect_timeout: float | None,
     log_level: str,
 ) -> None:
     """Run a master (REST API, database, checkpoint storage) in the foreground."""
@@ -125,6 +151,8 @@ def master_command(
             options[key] = value
     if db_url:
         options["db_url"] = db_url
+    if master_url is not None:
+        options["master_url"] = master_url
     if storage is not None:
         options["storage_path"] = storage.expanduser().resolve()
     if allow_shared_fs:
@@ -138,18 +166,24 @@ def master_command(
             options["s3_locations"] = [*listed, *(parse_s3_flag(v) for v in allow_s3)]
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--allow-s3") from None
-    if ray_address is not None:
+    ray_flags = {"address": ray_address, "connect_timeout": ray_connect_timeout}
+    for key, value in ray_flags.items():
+        if value is None:
+            continue
         chosen = options["resource_manager"]
         name = chosen.get("type") if isinstance(chosen, dict) else chosen
         if name != "ray":
-            raise click.UsageError(f"--ray-address needs --resource-manager ray (not {name})")
+            flag = "--ray-" + key.replace("_", "-")
+            raise click.UsageError(f"{flag} needs --resource-manager ray (not {name})")
         extra = dict(options.get("resource_manager_options") or {})
-        options["resource_manager_options"] = {**extra, "address": ray_address}
+        options["resource_manager_options"] = {**extra, key: value}
     try:
         settings = Settings.model_validate(options)
     except ValidationError as exc:
         source = f" (with {config_file})" if config_file is not None else ""
         raise click.UsageError(f"invalid master settings{source}: {exc}") from None
+    if settings.resource_manager == "ray":
+        settings = _on_a_cluster(settings)
 
     def ready(url: str) -> None:
         click.echo(f"detlite master listening on {url}")
@@ -160,6 +194,19 @@ def master_command(
 
     serve(settings, log_level=log_level, on_ready=ready)
     click.echo("detlite master stopped")
+
+
+def _on_a_cluster(settings: Settings) -> Settings:
+    """A ray master's settings, checked: its driver in a child process unless the config
+    says otherwise, workers told an address they can reach, a warning about storage."""
+    problem = settings.worker_address_problem()
+    if problem is not None:
+        raise click.UsageError(problem)
+    warning = settings.cluster_storage_warning()
+    if warning is not None:
+        click.echo(f"warning: {warning}", err=True)
+    options = {"driver": "process", **settings.resource_manager_options}
+    return settings.model_copy(update={"resource_manager_options": options})
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -250,6 +250,8 @@ class TrialWorker:
             before_upload=self.check_current,
         )
         self.reporter = reporter
+        if self.is_chief:
+            self._check_storage(reporter)
         runner = TrialRunner(
             built,
             env.work_dir / f"checkpoints-rank{self.rank}",
@@ -260,6 +262,16 @@ class TrialWorker:
         if self.is_chief:
             plugins.trial_started(env.experiment_id, env.trial_id, start["hparams"])
         return runner, plugins, config
+
+    @staticmethod
+    def _check_storage(reporter: MasterReporter) -> None:
+        """Fail now, in one line, when this node cannot see the checkpoint storage (a
+        shared_fs path that is not mounted here), rather than at the first checkpoint."""
+        from detlite.storage.shared_fs import SharedFSStorage
+
+        storage = reporter.storage
+        if isinstance(storage, SharedFSStorage):
+            storage.ensure_location()
 
     # -- running ------------------------------------------------------------------------
 
@@ -454,8 +466,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # what it does next would not count, so it stops without saving.
         log.warning("the master refused this worker, which stops: %s", exc)
         status = EXIT_FAILED
-    except Exception:
-        log.error("the trial failed:\n%s", traceback.format_exc().rstrip())
+    except Exception as exc:
+        from detlite.storage.errors import StorageError
+
+        if isinstance(exc, StorageError):  # unreachable checkpoint storage: the message says
+            log.error("the trial failed: %s", exc)
+        else:
+            log.error("the trial failed:\n%s", traceback.format_exc().rstrip())
         status = EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -1,9 +1,12 @@
 """``serve(settings)``: the master in the foreground under uvicorn (``detlite master``).
 
-The database is opened and migrated before uvicorn starts, so a wrong URL or an unreachable
-PostgreSQL is one clear error instead of a traceback from inside the server. Ctrl-C (SIGINT)
-or SIGTERM stops it gracefully: requests in flight finish, the engine is disposed, and
-``serve`` returns normally.
+The database is opened and migrated, and the resource manager built, before uvicorn
+starts, so a wrong URL, an unreachable PostgreSQL or a Ray cluster that does not answer
+within its ``connect_timeout`` is one clear error instead of a traceback from inside the
+server (or a server that never comes up). Ctrl-C (SIGINT) or SIGTERM stops it gracefully:
+requests in flight finish, the scheduler stops its workers, the resource manager is closed,
+the engine is disposed, and ``serve`` returns normally. Either signal also stops a master
+that is still connecting to its resource manager (``serve`` then returns at once).
 
 uvicorn runs with its h11 protocol (``http="h11"``, whether or not httptools is installed),
 because that is the one whose request head has a size bound: a request line and headers over
@@ -17,6 +20,7 @@ reverse proxy in front of a master that strangers can reach.
 from __future__ import annotations
 
 import copy
+import logging.config
 import signal
 import socket
 import threading
@@ -26,15 +30,18 @@ from typing import Any
 import sqlalchemy.exc
 import uvicorn
 import uvicorn.config
+from sqlalchemy.orm import sessionmaker
 
 from detlite.errors import DetliteError
+from detlite.interfaces import ResourceManager
 from detlite.master import db
 from detlite.master._limits import MAX_HEADER_BYTES
 from detlite.master.app import create_app
 from detlite.master.dblock import lock_database, record_holder, release
+from detlite.master.scheduler import Scheduler
 from detlite.master.settings import Settings
 
-__all__ = ["KEEP_ALIVE_TIMEOUT", "prepare_database", "serve"]
+__all__ = ["KEEP_ALIVE_TIMEOUT", "build_resource_manager", "prepare_database", "serve"]
 
 KEEP_ALIVE_TIMEOUT = 5  # seconds; uvicorn's default, stated
 
@@ -94,17 +101,48 @@ def serve(
         release(lock)
 
 
+def build_resource_manager(settings: Settings) -> ResourceManager | None:
+    """The resource manager the settings name (None with the scheduler off), connected."""
+    if not settings.scheduler:
+        return None
+    # The scheduler's own builder (its plugin lookup and option check); it needs no session.
+    return Scheduler(settings, sessionmaker())._build_resource_manager()
+
+
 def _serve(
     settings: Settings, lock: int | None, log_level: str, on_ready: Callable[[str], None]
 ) -> None:
     prepare_database(settings)
+    if threading.current_thread() is threading.main_thread():
+        # After a graceful shutdown uvicorn re-raises the signal it caught; for SIGTERM the
+        # default action would kill the process, so make it end like Ctrl-C instead. Set
+        # now, so that SIGTERM also ends a master still connecting to its resource manager.
+        signal.signal(signal.SIGTERM, _interrupt)
+    logging.config.dictConfig(_log_config(log_level))  # what the connection attempt logs
+    try:
+        rm = build_resource_manager(settings)
+    except KeyboardInterrupt:
+        return  # stopped while connecting: the manager cleaned up after itself
+    try:
+        _run(settings, rm, lock, log_level, on_ready)
+    finally:
+        if rm is not None:
+            rm.close()
 
+
+def _run(
+    settings: Settings,
+    rm: ResourceManager | None,
+    lock: int | None,
+    log_level: str,
+    on_ready: Callable[[str], None],
+) -> None:
     def ready(url: str) -> None:
         record_holder(lock, url, "master")
         on_ready(url)
 
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, resource_manager=rm),
         host=settings.host,
         port=settings.port,
         log_level=log_level,
@@ -115,10 +153,6 @@ def _serve(
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
     )
     server = _Server(config, ready)
-    if threading.current_thread() is threading.main_thread():
-        # After a graceful shutdown uvicorn re-raises the signal it caught; for SIGTERM the
-        # default action would kill the process, so make it end like Ctrl-C instead.
-        signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.run()
     except KeyboardInterrupt:

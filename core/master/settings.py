@@ -10,13 +10,23 @@ runs its experiments on the resource manager named by ``resource_manager`` (a pl
 ``local`` runs worker process groups on this host, ``ray`` places them on a Ray cluster) with
 ``slots`` slots (None: the resource manager's own default, for ``local`` every GPU found,
 else ``os.cpu_count()`` CPU slots). ``resource_manager_options`` are the manager's own
-keyword arguments (``ray``: ``address``, ``namespace``); a config file's
-``resource_manager: {type: ray, address: ...}`` is read as the name plus those options.
+keyword arguments (``ray``: ``address``, ``namespace``, ``connect_timeout``, ``driver``); a
+config file's ``resource_manager: {type: ray, address: ...}`` is read as the name plus those
+options.
 Workers get a per-launch directory under ``work_dir`` (default: ``work/`` beside
-``storage_path``) and reach the master at ``master_url`` (default: ``url``; with port 0 the
-address the first request came to). ``scheduler_tick`` is how often the scheduler looks at
-its workers; events from the API wake it sooner. At shutdown, workers are asked to
-checkpoint and stop, and are killed after ``stop_grace`` seconds.
+``storage_path``) and reach the master at ``master_url`` (an ``http(s)://host[:port]`` URL;
+default: ``url``; with port 0 the address the first request came to). ``scheduler_tick`` is
+how often the scheduler looks at its workers; events from the API wake it sooner. At
+shutdown, workers are asked to checkpoint and stop, and are killed after ``stop_grace``
+seconds.
+
+A master on a Ray cluster (``detlite master`` checks before it starts):
+``worker_address_problem`` says why workers on the cluster's nodes could not reach the
+master -- the address they would be told is unspecified (``0.0.0.0``, ``::``), or loopback
+while the cluster's address is not (a cluster on this machine only, or one whose address
+cannot tell, such as ``auto``, passes) -- and ``cluster_storage_warning`` that
+checkpoints would go to this machine's ``storage_path`` alone: no shared_fs root and no S3
+bucket is allowed besides it, and the cluster is not a loopback one.
 
 Storage the operator allows (``detlite.storage.locations``): an experiment's
 ``checkpoint_storage`` must lie inside one of these, or it is refused with a 400 that lists
@@ -37,10 +47,12 @@ them; GC, deletion and file serving check again with the settings the master run
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -88,6 +100,23 @@ class Settings(BaseModel):
         default=(), description="S3 buckets (with their endpoints) experiments may use"
     )
 
+    @field_validator("master_url")
+    @classmethod
+    def _master_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is no number
+        except ValueError as exc:
+            raise ValueError(f"master_url: {url!r} is not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"master_url: {url!r} is not an http(s)://host[:port] URL; give the address "
+                "workers reach this master at, e.g. http://10.0.0.4:8080"
+            )
+        return url.rstrip("/")
+
     @field_validator("storage_roots")
     @classmethod
     def _absolute_roots(cls, roots: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -133,3 +162,78 @@ class Settings(BaseModel):
     def worker_dir(self) -> Path:
         """Where trial workers get their per-launch directories."""
         return self.work_dir if self.work_dir is not None else self.storage_path.parent / "work"
+
+    # -- a master on a Ray cluster -------------------------------------------------------
+
+    @property
+    def worker_url(self) -> str:
+        """The address workers are told to report to (with port 0: this, with the port the
+        master gets)."""
+        return self.master_url or self.url
+
+    def _cluster_host(self) -> str | None:
+        """The host of the Ray cluster's address; None where the address cannot tell."""
+        address = self.resource_manager_options.get("address") or os.environ.get("RAY_ADDRESS")
+        if not isinstance(address, str) or address in ("", "auto", "local"):
+            return None
+        rest = address.split("://", 1)[1] if "://" in address else address
+        host = rest.rstrip("/").rpartition(":")[0] if ":" in rest else rest
+        return host.strip("[]") or None
+
+    def _loopback_cluster(self) -> bool:
+        host = self._cluster_host()
+        return host is not None and _host_kind(host) == "loopback"
+
+    def worker_address_problem(self) -> str | None:
+        """Why workers on a Ray cluster's nodes could not reach this master; None if they
+        can, or where this cannot be told (see the module docstring)."""
+        if self.resource_manager != "ray":
+            return None
+        url = self.worker_url
+        kind = _host_kind(urlsplit(url).hostname or "")
+        fix = (
+            "give the address the Ray nodes reach this master at with --master-url "
+            "(master_url), e.g. http://10.0.0.4:8080"
+        )
+        if kind == "unspecified":
+            return (
+                f"workers would be told to report to {url}, which means every interface of "
+                f"this machine and is no address to connect to: {fix}"
+            )
+        host = self._cluster_host()
+        if kind == "loopback" and host is not None and _host_kind(host) != "loopback":
+            return (
+                f"workers on the Ray cluster at {host} would be told to report to {url}, a "
+                f"loopback address that reaches only this machine: {fix}"
+            )
+        return None
+
+    def cluster_storage_warning(self) -> str | None:
+        """What to set when checkpoints would stay on this machine (see the module doc)."""
+        if self.resource_manager != "ray" or self.storage_roots or self.s3_locations:
+            return None
+        if self._loopback_cluster():
+            return None
+        return (
+            f"experiments without checkpoint_storage keep checkpoints in {self.storage_path}, "
+            "which trials on other Ray nodes can write only if it is shared storage mounted at "
+            "that path on every node; allow storage every node sees (--allow-s3 "
+            "BUCKET[/PREFIX][@ENDPOINT_URL], or --allow-shared-fs PATH on a shared file "
+            "system) and name it in the experiments' checkpoint_storage, or put --storage on "
+            "a shared mount"
+        )
+
+
+def _host_kind(host: str) -> str:
+    """``unspecified`` (0.0.0.0, ::, no host), ``loopback``, or ``other``."""
+    if host in ("", "0.0.0.0", "::"):
+        return "unspecified"
+    if host == "localhost":
+        return "loopback"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "other"
+    if address.is_unspecified:
+        return "unspecified"
+    return "loopback" if address.is_loopback else "other"

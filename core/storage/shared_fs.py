@@ -32,6 +32,7 @@ Only file contents are stored, not modes or empty directories.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -120,8 +121,9 @@ class SharedFSStorage(StorageBackend):
         # master cannot see them.
         if not self.host_path.is_dir():
             raise StorageNotFound(
-                f"shared_fs host_path {self.host_path} does not exist or is not a directory; "
-                "is the shared filesystem mounted here?"
+                f"shared_fs host_path {self.host_path} does not exist or is not a directory "
+                f"on this node ({socket.gethostname()}): checkpoint storage must be shared by "
+                "every node that runs trials (mounted at the same path), or be S3"
             )
 
     def ensure_location(self) -> None:

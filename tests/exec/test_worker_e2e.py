@@ -307,3 +307,32 @@ def test_two_process_group_and_early_exits(sqlite_url: str, tmp_path: Path) -> N
         assert stale.returncode == 3, stale.stderr
         assert "fenced, stopping at once" in stale.stderr
         assert "Traceback" not in stale.stderr
+
+
+def test_storage_this_node_cannot_see_fails_the_worker_in_one_line(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A shared_fs path not mounted where the worker runs: one line saying so, no traceback."""
+    config = _config(tmp_path, max_restarts=0)
+    with scheduling_master(sqlite_url, tmp_path, slots=1) as master:
+        context = tmp_path / "context"
+        context.mkdir()
+        (context / "model_def.py").write_text(textwrap.dedent(MODEL_DEF))
+        api = master.client(master.login("determined"))
+        body = {
+            "config": config,
+            "contextArchive": base64.b64encode(pack_directory(context)).decode(),
+            "activate": False,
+        }
+        created = api.post("/api/v1/experiments", json=body)
+        assert created.status_code == 200, created.text
+        exp_id = int(created.json()["experiment"]["id"])
+        (tmp_path / "storage").rmdir()  # as on a node where it is not mounted
+        assert api.post(f"/api/v1/experiments/{exp_id}/activate").status_code == 200
+        assert _wait_for(api, exp_id, {"STATE_ERROR", "STATE_COMPLETED"}) == "STATE_ERROR"
+        [trial] = _trials(api, exp_id)
+        messages = [log["message"] for log in _logs(api, trial["id"])]
+        failed = [m for m in messages if m.startswith("detlite.exec: the trial failed")]
+        assert len(failed) == 1 and "Traceback" not in failed[0], messages
+        assert "must be shared by every node" in failed[0]
+        assert str(tmp_path / "storage") in failed[0]

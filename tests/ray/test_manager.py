@@ -112,7 +112,8 @@ def test_an_unknown_option_is_a_plugin_error(tmp_path: Path) -> None:
         resource_manager="ray",
         resource_manager_options={"adress": "127.0.0.1:1"},
     )
-    with pytest.raises(PluginError, match=r"no option 'adress'; it takes: address, namespace"):
+    takes = r"address, connect_timeout, driver, namespace"
+    with pytest.raises(PluginError, match=rf"no option 'adress'; it takes: {takes}"):
         Scheduler(settings, maker=None)._build_resource_manager()  # type: ignore[arg-type]
 
 

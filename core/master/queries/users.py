@@ -146,6 +146,12 @@ def find_token(db: Session, token: str) -> Token | None:
     return db.scalar(query)
 
 
+def revoke_run_tokens(db: Session, allocation_id: str) -> None:
+    """Revoke the tokens issued for one trial run (a launch that did not happen)."""
+    query = sa.update(Token).where(Token.allocation_id == allocation_id)
+    db.execute(query.where(Token.revoked_at.is_(None)).values(revoked_at=utcnow()))
+
+
 def revoke_tokens(db: Session, user: User, *, keep: Token | None = None) -> None:
     """Revoke every valid token of ``user`` except ``keep``."""
     query = sa.update(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))

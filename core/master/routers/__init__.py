@@ -14,6 +14,7 @@ from detlite.master.routers import (
     checkpoints,
     experiments,
     health,
+    master_info,
     metrics,
     models,
     searcher,
@@ -25,6 +26,7 @@ __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
+    master_info.router,
     auth.router,
     users.router,
     models.router,

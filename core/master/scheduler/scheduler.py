@@ -652,12 +652,25 @@ class Scheduler:
             env=env,
             priority=resources.priority,
         )
+        # The run exists (its token, and the trial's allocation) before its workers do: a
+        # worker forked from a warm pool asks the master within milliseconds of the launch,
+        # and must not find its token unknown or its run not current.
+        trial.allocation_id = allocation_id
+        trial.allocation_handle = None
+        trial.allocation_pids = None
+        trial.allocation_answers = {}
+        trial.allocation_stop = False
+        trial.allocation_start_time = utcnow()
+        db.commit()
         try:
             work_dir.mkdir(parents=True, exist_ok=True)
             handle = self.rm.launch(spec)
         except Exception as exc:
             # Busy slots (another user of the manager) just wait for the next tick.
-            db.rollback()
+            trial.allocation_id = None
+            trial.allocation_start_time = None
+            user_queries.revoke_run_tokens(db, allocation_id)
+            db.commit()
             shutil.rmtree(work_dir, ignore_errors=True)
             logger.warning("trial %d could not be launched: %s", trial.id, exc)
             return False
@@ -666,12 +679,8 @@ class Scheduler:
         if hasattr(rm, "pids"):
             with contextlib.suppress(Exception):
                 pids = [int(p) for p in rm.pids(handle)]
-        trial.allocation_id = allocation_id
         trial.allocation_handle = handle
         trial.allocation_pids = pids
-        trial.allocation_answers = {}
-        trial.allocation_stop = False
-        trial.allocation_start_time = utcnow()
         if trial.launch_time is None:
             trial.launch_time = trial.allocation_start_time
         trial.placement = trial.node = trial.devices = None

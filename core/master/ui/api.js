@@ -66,6 +66,7 @@ export async function request(path, { method = "GET", body, params, anonymous = 
 }
 
 export const api = {
+  master: () => request("/api/v1/master"),
   experiments: (params) => request("/api/v1/ui/experiments", { params }),
   experiment: (id) => request(`/api/v1/experiments/${id}`),
   trials: (id) => request(`/api/v1/experiments/${id}/trials`),

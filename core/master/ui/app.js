@@ -1,6 +1,7 @@
 // The single page: a hash router (#/experiments, #/experiments/3, #/trials/7, #/models,
-// #/models/name), the login form, and the polling that keeps live pages current.
-import { ApiError, login, logout, session } from "./api.js";
+// #/models/name), the login form, the polling that keeps live pages current, and the
+// cluster banner (the master's resource manager disconnected: nothing is being launched).
+import { api, ApiError, login, logout, session } from "./api.js";
 import { experimentsPage } from "./experiments.js";
 import { experimentPage } from "./experiment.js";
 import { trialPage } from "./trial.js";
@@ -8,6 +9,7 @@ import { modelPage, modelsPage } from "./models.js";
 import { h, replace } from "./util.js";
 
 const POLL_MS = 2000;
+const MASTER_POLL_MS = 5000;
 
 const ROUTES = [
   [/^\/?$/, () => experimentsPage, "experiments"],
@@ -20,6 +22,7 @@ const ROUTES = [
 
 const main = document.getElementById("main");
 let current = null; // the page's context: {alive, timer}
+let masterTimer = null;
 
 // Each page gets a context; `poll(fn)` calls fn every POLL_MS until fn returns false or the
 // page is left. A failed refresh is shown in the banner and retried.
@@ -44,10 +47,28 @@ function newContext() {
   return ctx;
 }
 
-function showBanner(text) {
-  const banner = document.getElementById("banner");
+function showBanner(text, id = "banner") {
+  const banner = document.getElementById(id);
   banner.textContent = text;
   banner.hidden = !text;
+}
+
+// Whatever the page, while someone is logged in: GET /api/v1/master every MASTER_POLL_MS,
+// and the cluster banner while its resource manager is disconnected. A failed look leaves
+// the banner as it was (the page's own refresh reports failures).
+async function watchMaster() {
+  clearTimeout(masterTimer);
+  if (!session()) {
+    showBanner("", "cluster-banner");
+    return;
+  }
+  try {
+    const rm = (await api.master()).resourceManager;
+    showBanner(rm.status === "disconnected" ? `No trials are being launched: ${rm.message}` : "", "cluster-banner");
+  } catch {
+    // kept as it was
+  }
+  masterTimer = setTimeout(watchMaster, MASTER_POLL_MS);
 }
 
 async function route() {
@@ -58,6 +79,7 @@ async function route() {
   const me = session();
   document.getElementById("nav").hidden = !me;
   document.getElementById("session").hidden = !me;
+  watchMaster();
   if (!me) {
     renderLogin();
     return;
