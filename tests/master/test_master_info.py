@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,13 @@ class SwitchedManager(LocalResourceManager):
 
 @pytest.fixture
 def switched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveMaster]:
+    with switched_master(tmp_path, monkeypatch) as live:
+        yield live
+
+
+@contextmanager
+def switched_master(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveMaster]:
+    """A live master whose resource manager is a ``SwitchedManager`` of one slot."""
     monkeypatch.setenv("DETLITE_EXTRA_PLUGINS", "detlite.testing:FakeFrameworkPlugin")
     monkeypatch.setenv("DETLITE_MASTER_RETRY_S", "30")
     settings = Settings(

@@ -349,3 +349,19 @@ def test_a_failed_trial_says_why_on_the_experiment_page(
         error = page.wait_for_selector("[data-testid=trial-error]")
         assert error.inner_text() == "ValueError: lr < 0"
         shot(page, screenshots, "experiment-failed-trial")
+
+
+def test_a_lost_cluster_shows_in_a_banner_until_it_is_back(
+    page: Any, tmp_path: Path, screenshots: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.master.test_master_info import switched_master
+
+    with switched_master(tmp_path, monkeypatch) as live:
+        rm = live.app.state.scheduler.rm
+        rm.away = True
+        login(page, live.url)
+        banner = page.wait_for_selector("[data-testid=cluster-banner]:visible", timeout=20_000)
+        assert "switched the cluster off" in banner.inner_text()
+        shot(page, screenshots, "cluster-lost")
+        rm.away = False
+        page.wait_for_selector("[data-testid=cluster-banner]", state="hidden", timeout=20_000)
