@@ -15,11 +15,12 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pathspec
+from typing import TYPE_CHECKING, Any
 
 from detlite.errors import InvalidExperiment
+
+if TYPE_CHECKING:
+    import pathspec
 
 __all__ = [
     "ALWAYS_IGNORED",
@@ -36,6 +37,8 @@ MAX_CONTEXT_SIZE = 96 * 1024 * 1024 - 1024 * 1024
 
 
 def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec:
+    import pathspec  # only where files are listed: importing an entrypoint needs none of it
+
     lines = list(ALWAYS_IGNORED)
     detignore = root / ".detignore"
     if detignore.is_file():

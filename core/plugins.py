@@ -7,6 +7,13 @@ entry points every time (nothing loads at import). Each entry point loads, and e
 plugin registers, inside its own ``try``: a broken plugin is recorded in ``failures`` with
 its name and distribution, and the others go on. ``DETLITE_STRICT_PLUGINS=1`` re-raises
 instead; ``DETLITE_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name.
+
+Reading the installed distributions' metadata is the slow part of discovery (every
+``entry_points.txt`` on ``sys.path``, and a ``METADATA`` parse per plugin for its name and
+version), so a process reads each ``sys.path`` directory once and keeps what it found
+until that directory changes (its modification time, the rule ``importlib.metadata``
+itself caches by): a trial worker forked from a warm parent, or a second trial in one
+process, discovers plugins without touching the disk beyond one ``stat`` per directory.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -135,17 +144,16 @@ class Plugins:
         """A fresh manager with every plugin of the ``detlite`` entry-point group."""
         plugins = cls.empty()
         disabled = {n.strip() for n in os.environ.get("DETLITE_DISABLE_PLUGINS", "").split(",")}
-        for ep in sorted(_entry_points(), key=lambda e: e.name):
+        for found in sorted(_entry_points(), key=lambda f: f.entry_point.name):
+            ep, dist = found.entry_point, found.distribution
             if ep.name in disabled:
                 continue
-            dist = ep.dist.name if ep.dist is not None else None
-            version = ep.dist.version if ep.dist is not None else None
             try:
                 module = ep.load()
             except Exception as exc:
                 plugins._fail(ep.name, dist, exc, "load")
                 continue
-            plugins.add(module, ep.name, distribution=dist, version=version)
+            plugins.add(module, ep.name, distribution=dist, version=found.version)
         return plugins
 
     def add(
@@ -251,9 +259,18 @@ class Plugins:
         return self._adapters[name]
 
     def framework_for(self, trial_class: type) -> FrameworkAdapter:
-        """The adapter that owns ``trial_class``; only installed frameworks are asked."""
+        """The adapter that owns ``trial_class``; only installed frameworks are asked.
+
+        Frameworks that cost nothing to ask come first, in plugin order: those already
+        imported (a trial class of theirs exists, so their modules are loaded), then the
+        others. Asking loads a framework's adapter and the framework with it, and a fake
+        trial must not import torch, nor a PyTorch trial TensorFlow, only to hear "no".
+        """
         broken: list[str] = []
-        for name, reg in self.registrations("framework").items():
+        regs = self.registrations("framework")
+        cheap = [name for name, reg in regs.items() if self._imported(reg)]
+        for name in [*cheap, *(name for name in regs if name not in cheap)]:
+            reg = regs[name]
             if not reg.is_available():
                 continue
             # One plugin that fails to load must not stop the others from running their trials.
@@ -273,6 +290,14 @@ class Plugins:
             f"no installed framework plugin runs {trial_class.__module__}."
             f"{trial_class.__qualname__}{hint}"
         )
+
+    def _imported(self, reg: Registration) -> bool:
+        """Whether loading ``reg`` imports nothing heavy: its adapter is built already, or
+        the modules it requires (or, requiring none, its own module) are imported."""
+        if reg.name in self._adapters or not isinstance(reg.target, str):
+            return True
+        modules = reg.requires or (reg.target.partition(":")[0],)
+        return all(module in sys.modules for module in modules)
 
     def checkpoint_format(self, name: str) -> CheckpointFormat:
         regs = self.registrations("checkpoint_format")
@@ -353,12 +378,69 @@ class Plugins:
         )
 
 
-def _entry_points() -> list[importlib.metadata.EntryPoint]:
-    # Several installs of one distribution (an editable and a wheel) can list the same entry
-    # point twice; keep the first of each name.
-    seen: dict[str, importlib.metadata.EntryPoint] = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        seen.setdefault(ep.name, ep)
+@dataclass(frozen=True)
+class _Found:
+    """An entry point of the ``detlite`` group, with its distribution's name and version."""
+
+    entry_point: importlib.metadata.EntryPoint
+    distribution: str | None
+    version: str | None
+
+
+#: One scan per sys.path directory: its modification time when read, and its distributions
+#: in order, each as (normalized name, its ``detlite`` entry points).
+_scans: dict[str, tuple[int, list[tuple[str, tuple[_Found, ...]]]]] = {}
+
+
+def _scan(entry: str) -> list[tuple[str, tuple[_Found, ...]]]:
+    """The distributions one ``sys.path`` entry holds, read again only once it changed."""
+    try:
+        where = os.path.abspath(entry or os.curdir)  # "" is the working directory, now
+        mtime = os.stat(where).st_mtime_ns
+    except OSError:  # not there (yet), or the working directory was removed
+        return []
+    cached = _scans.get(where)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    found: list[tuple[str, tuple[_Found, ...]]] = []
+    for dist in importlib.metadata.distributions(path=[where]):
+        # Parsing is dearer than reading: only files that name the group are parsed.
+        text = dist.read_text("entry_points.txt") or ""
+        eps: tuple[importlib.metadata.EntryPoint, ...] = ()
+        if ENTRY_POINT_GROUP in text:
+            eps = tuple(dist.entry_points.select(group=ENTRY_POINT_GROUP))
+        name = version = None
+        if eps:
+            name, version = dist.metadata["Name"], dist.metadata["Version"]
+        found.append((_dist_key(dist), tuple(_Found(ep, name, version) for ep in eps)))
+    _scans[where] = (mtime, found)
+    return found
+
+
+def _dist_key(dist: importlib.metadata.Distribution) -> str:
+    # What importlib.metadata.entry_points() tells installs of one distribution apart by;
+    # a path distribution knows it from its directory's name, without reading METADATA.
+    key = getattr(dist, "_normalized_name", None)
+    if isinstance(key, str):
+        return key
+    return re.sub(r"[-_.]+", "_", str(dist.metadata["Name"] or "")).lower()
+
+
+def _entry_points() -> list[_Found]:
+    """The ``detlite`` entry points, as ``importlib.metadata.entry_points`` finds them: the
+    first install of each distribution on ``sys.path``, and the first entry point of each
+    name (an editable install and a wheel of one distribution can both list it)."""
+    dists: set[str] = set()
+    seen: dict[str, _Found] = {}
+    for entry in list(sys.path):
+        if not isinstance(entry, str):
+            continue
+        for key, eps in _scan(entry):
+            if key in dists:
+                continue
+            dists.add(key)
+            for found in eps:
+                seen.setdefault(found.entry_point.name, found)
     return list(seen.values())
 
 

@@ -20,6 +20,10 @@ chief (rank 0) then writes the result JSON to ``result_path``, atomically::
 ``stopped`` is true when the trial requested a stop before the operations ended. Exit
 status: 0 when the operations completed or the trial stopped, 1 on an error (its
 traceback on stderr), 2 on a bad command line.
+
+``warm_up`` is for a parent that forks trial workers (a warm pool): it does once what every
+worker would do first, reading the installed plugins and validating the experiment's
+config, so that the forked workers find both already in memory.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,7 @@ from detlite.plugins import Plugins
 from detlite.trial import DistributedContext
 from detlite.workloads import RecordingReporter, TrialRunner, TrialStopped
 
-__all__ = ["load_plugins", "main", "run_worker"]
+__all__ = ["load_plugins", "main", "run_worker", "warm_up"]
 
 log = logging.getLogger("detlite.worker")
 
@@ -64,6 +68,20 @@ def load_plugins(extra: Sequence[str]) -> Plugins:
             obj = getattr(obj, part)
         # A class of hookimpl methods registers as an instance, as make_fake_plugins does.
         plugins.add(obj() if isinstance(obj, type) else obj, ref)
+    return plugins
+
+
+def warm_up(extra: Sequence[str] = (), config: Mapping[str, Any] | None = None) -> Plugins:
+    """Read the installed plugins and validate ``config``, once, in a parent about to fork
+    trial workers; returns the plugins.
+
+    A worker forked afterwards still builds its own ``Plugins`` and validates its config,
+    but finds the entry points already read (``detlite.plugins``) and, when its config is
+    the same JSON data, the validated config already kept (``detlite.config.loader``).
+    """
+    plugins = load_plugins(extra)
+    if config is not None:
+        plugins.load_config(config)
     return plugins
 
 

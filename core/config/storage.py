@@ -4,14 +4,18 @@
 ``gcs`` and ``hdfs`` are named in the error so that an old config fails clearly rather than
 as an unknown type. Every storage carries the checkpoint garbage-collection counts.
 ``data_layer`` keeps Determined's three types, which only describe where data is cached.
+
+``parse_storage_config`` validates a storage section on its own (a checkpoint's recorded
+config, a master's allowed location) with one adapter per process, built on first use.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, NonNegativeInt, model_validator
+from pydantic import AfterValidator, Field, NonNegativeInt, TypeAdapter, model_validator
 
 from detlite.config._base import ConfigModel
 from detlite.config._errors import TypeTag, problems_error, show
@@ -27,6 +31,7 @@ __all__ = [
     "SharedFSDataLayer",
     "SharedFSStorageConfig",
     "StorageConfig",
+    "parse_storage_config",
 ]
 
 Propagation = Literal["rprivate", "private", "rshared", "shared", "rslave", "slave"]
@@ -130,3 +135,14 @@ DataLayerConfig = Annotated[
     Field(discriminator="type"),
     TypeTag(missing="missing 'type': expected one of shared_fs, s3, gcs"),
 ]
+
+
+@functools.cache
+def _storage_adapter() -> TypeAdapter[SharedFSStorageConfig | S3StorageConfig]:
+    return TypeAdapter(StorageConfig)
+
+
+def parse_storage_config(data: Any) -> SharedFSStorageConfig | S3StorageConfig:
+    """``data`` validated as a ``checkpoint_storage`` section (pydantic's ValidationError if
+    it is not one). Building a ``TypeAdapter`` costs about a millisecond; this builds one."""
+    return _storage_adapter().validate_python(data)

@@ -248,9 +248,9 @@ class Checkpoint:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def _storage_config(self) -> SharedFSStorageConfig | S3StorageConfig:
-        from pydantic import TypeAdapter, ValidationError
+        from pydantic import ValidationError
 
-        from detlite.config.storage import StorageConfig
+        from detlite.config.storage import parse_storage_config
 
         raw = self.experiment_config.get("checkpoint_storage")
         if not isinstance(raw, Mapping):
@@ -259,9 +259,7 @@ class Checkpoint:
                 "so there is nowhere to download it from"
             )
         try:
-            config: SharedFSStorageConfig | S3StorageConfig = TypeAdapter(
-                StorageConfig
-            ).validate_python(dict(raw))
+            config = parse_storage_config(dict(raw))
         except ValidationError as exc:
             raise CheckpointError(
                 f"checkpoint {self.uuid}: its checkpoint_storage is not usable here: {exc}"

@@ -96,15 +96,12 @@ class EmbeddedMaster:
     def allow(self, storage: Mapping[str, Any]) -> None:
         """Let this master use the location ``storage`` (a ``checkpoint_storage`` mapping)
         names, from now on (see the module docstring)."""
-        from pydantic import TypeAdapter
-
-        from detlite.config.storage import StorageConfig
+        from detlite.config.storage import parse_storage_config
         from detlite.errors import StorageNotAllowed
         from detlite.storage.locations import S3Location
         from detlite.storage.shared_fs import storage_root
 
-        adapter: TypeAdapter[Any] = TypeAdapter(StorageConfig)
-        config = adapter.validate_python(dict(storage))
+        config = parse_storage_config(dict(storage))
         try:
             self.settings.storage_locations.check(config)
             return  # allowed already
