@@ -187,15 +187,14 @@ def experiment_group(ctx: click.Context, master: str | None) -> None:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    import yaml
+    """The config file's mapping, read as every config is (``1e-4`` is a number)."""
+    from detlite.config.loader import parse_config_yaml
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
         raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="CONFIG") from exc
-    if not isinstance(raw, dict):
-        raise click.BadParameter(f"{path} is not a YAML mapping", param_hint="CONFIG")
-    return raw
+    return parse_config_yaml(text, source=str(path))
 
 
 @experiment_group.command("create")

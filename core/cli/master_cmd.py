@@ -210,11 +210,14 @@ def _on_a_cluster(settings: Settings) -> Settings:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    import yaml
+    from detlite.config import _yaml  # the one YAML reader: 1e-4 is a number, as in YAML 1.2
+    from detlite.errors import InvalidExperimentConfig
 
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        data = _yaml.load(path.read_text(), source=str(path))
+    except OSError as exc:
+        raise click.UsageError(f"cannot read the master config {path}: {exc}") from None
+    except InvalidExperimentConfig as exc:
         raise click.UsageError(f"cannot read the master config {path}: {exc}") from None
     if data is None:
         return {}

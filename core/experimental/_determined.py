@@ -114,10 +114,12 @@ class Determined:
         import yaml
 
         from detlite.config import load_config
+        from detlite.config.loader import parse_config_yaml
 
         if isinstance(config, str | Path):
             path = Path(config)
-            raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+            # The one YAML reader of every config (``1e-4`` is a number, as in YAML 1.2).
+            raw: Any = parse_config_yaml(path.read_text(encoding="utf-8"), source=str(path))
         else:
             raw = dict(config)
         load_config(raw)  # raises InvalidExperimentConfig listing every problem

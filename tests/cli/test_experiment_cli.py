@@ -316,6 +316,27 @@ def test_create(
     assert answer["config"]["entrypoint"] == "detlite.testing.fake:LinearTrial"
     assert model_def_files(master, token, exp_id) == ["model_def.py"]
 
+    # YAML is read as every config is: 1e-4 is a number (YAML 1.2), here and through
+    # Determined.create_experiment(path).
+    exponent = tmp_path / "exponent.yaml"
+    text = yaml.safe_dump(linear_config()).replace("lr: 0.1", "lr: 1e-4")
+    assert "lr: 1e-4" in text
+    exponent.write_text(text)
+    by_cli = int(cli.ok("experiment", "create", "-q", "--paused", str(exponent), str(context)))
+    from detlite.experimental import Determined
+
+    by_client = Determined(master.url, user="determined").create_experiment(
+        str(exponent), str(context), activate=False
+    )
+    with master.client(token) as client:
+        for made in (by_cli, by_client.id):
+            stored = client.get(f"/api/v1/experiments/{made}").json()["config"]
+            assert stored["hyperparameters"]["lr"]["val"] == 1e-4, stored["hyperparameters"]
+    for made in (by_cli, by_client.id):
+        cli.ok("experiment", "kill", str(made))
+        with master.client(token) as client:
+            assert client.delete(f"/api/v1/experiments/{made}").status_code == 200
+
     # A bad config is reported and nothing is created.
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**linear_config(), "max_restarts": -1}))

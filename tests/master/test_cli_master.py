@@ -198,3 +198,17 @@ def test_a_second_master_on_one_sqlite_database_is_refused(tmp_path: Path) -> No
     again = lock_database(url)
     release(again)
     assert lock_path(url) == tmp_path / "master.db.lock"
+
+
+def test_the_master_config_is_read_like_every_config(tmp_path: Path) -> None:
+    """The master's own YAML file: 1e1 is a number (YAML 1.2), a repeated key an error."""
+    import click
+
+    from detlite.cli.master_cmd import _read_config
+
+    path = tmp_path / "master.yaml"
+    path.write_text("stop_grace: 1e1\nslots: 2\n")
+    assert _read_config(path) == {"stop_grace": 10.0, "slots": 2}
+    path.write_text("slots: 2\nslots: 3\n")
+    with pytest.raises(click.UsageError, match="twice"):
+        _read_config(path)
