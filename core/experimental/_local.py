@@ -93,8 +93,14 @@ def local_config(
     trial_def: type[Trial],
     context_dir: Path | None,
 ) -> ExperimentConfig:
-    """The validated config of a local run, with its entrypoint and seed set."""
+    """The validated config of a local run, with its entrypoint and seed set.
+
+    The whole config is validated first, exactly as a master validates a submission, so
+    that a config local mode accepts is never refused when submitted (``slots_per_trial:
+    0``, an unknown storage type); only then are the sections local mode ignores dropped.
+    """
     raw = config_mapping(config)
+    load_config({**NATIVE_DEFAULTS, **raw})
     for key in LOCAL_IGNORED_KEYS:
         if key in raw:
             del raw[key]

@@ -194,6 +194,31 @@ def test_cluster_sections_are_dropped_with_a_note(
     assert saved["resources"]["slots_per_trial"] == 1
 
 
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ({"resources": {"slots_per_trial": 0}}, "slots_per_trial"),
+        ({"checkpoint_storage": {"type": "floppy"}}, "checkpoint_storage"),
+    ],
+)
+def test_test_mode_refuses_what_submission_refuses(
+    context_dir: Path, fake_plugins: Plugins, section: dict[str, Any], named: str
+) -> None:
+    """A section local mode ignores is still validated: a config that passes test mode is
+    never refused by the master."""
+    with pytest.raises(InvalidExperimentConfig, match=named):
+        load_config(config(**section))  # what the master says
+    with pytest.raises(InvalidExperimentConfig, match=named):
+        create(
+            trial(context_dir),
+            config(**section),
+            local=True,
+            test=True,
+            context_dir=context_dir,
+            plugins=fake_plugins,
+        )
+
+
 def test_no_config_means_the_minimal_default(context_dir: Path, fake_plugins: Plugins) -> None:
     cwd = os.getcwd()
     with pytest.raises(InvalidExperimentConfig, match=r"hyperparameters\.global_batch_size"):
