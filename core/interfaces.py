@@ -287,7 +287,7 @@ class ResourceManager(ABC):
         """Whether the manager can launch now; by default it always can."""
         return ResourceManagerStatus()
 
-    def set_listener(self, callback: Callable[[], None] | None) -> None:  # noqa: B027
+    def set_listener(self, callback: Callable[[], None] | None) -> None:  # noqa: B027 - optional
         """Have ``callback()`` called, from any thread, whenever a worker process of any
         group exits (it must be quick: wake a loop); None stops the calls. By default it is
         never called: exits are found by ``poll`` alone."""

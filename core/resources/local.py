@@ -23,6 +23,30 @@ as ``failed_rank`` (``detlite.resources.stragglers``). Either way the slots are 
 once ``poll`` has returned a code, and whatever the group's processes started
 (grandchildren) is killed then. The leaders' pids are exposed (``pids``) so that a master
 can record them and stop orphans after a crash of its own (``kill_process_groups``).
+
+Warm pools (``pool=True``, the default; ``DETLITE_WORKER_POOL=0`` in the environment, or
+``pool=False``, turns them off): a trial worker (``python -m detlite.exec.trial``) is forked
+by a warm parent of its experiment (``detlite.exec.pool``) instead of starting a fresh
+interpreter that imports detlite, downloads the context and imports the trial's libraries
+again. A parent serves the launches whose environment, less what belongs to one run
+(``detlite.exec.pool.PER_RUN_ENV``), and interpreter are its own: in practice one
+experiment. An experiment's first launch starts none (a single-trial experiment would only
+pay for its warm-up); a later launch with no parent starts one and runs as plain processes
+itself, as do launches while the parent warms up; every launch after that is forked. A
+parent exits after ``pool_idle_timeout`` seconds (30) with no worker, and with ``close``; at
+most ``max_pools`` (4) live at once, and an idle one is stopped to make room (none idle:
+plain processes). A parent that finds forking unsafe (the trial's code started threads or
+touched CUDA as it was imported), or that dies before it is ready, is not started again for
+that experiment; one that cannot start or fork a worker makes that launch plain processes
+(a warning, once). A forked worker is what a Popen was: its own pid leads its own process
+group, and ``poll``, ``terminate``, the straggler watch, ``pids`` and
+``kill_process_groups`` treat it the same (``detlite.resources._pool.PooledProcess``). When
+a parent dies, its running workers are killed and end with ``-SIGKILL``; when the manager's
+process dies (a master crash), its parents kill their workers themselves, so none is left
+for the next master to find. ``pools()`` lists the parents.
+
+``set_listener(callback)``: ``callback()`` is called, from another thread, whenever any
+worker process of any group exits, so that a scheduler can act on exits at once.
 """
 
 from __future__ import annotations
@@ -37,19 +61,22 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from detlite.errors import DetliteError
+from detlite.exec.pool import POOL_ENV
 from detlite.interfaces import ResourceManager, WorkerSpec
 from detlite.launch import free_port
+from detlite.resources._pool import PooledProcess, PoolRegistry, PoolUnavailable, WarmPool
 from detlite.resources.stragglers import DEFAULT_GRACE_S, ChiefWatch, check_grace
 
 __all__ = [
     "InsufficientSlots",
     "LocalResourceManager",
+    "PooledProcess",
     "detect_gpus",
     "kill_process_groups",
 ]
@@ -58,6 +85,7 @@ logger = logging.getLogger("detlite.resources")
 
 _NVIDIA_SMI_TIMEOUT_S = 10.0
 _KILL_WAIT_S = 10.0
+_POOL_OFF = frozenset({"0", "false", "no", "off"})
 
 
 class InsufficientSlots(DetliteError, RuntimeError):
@@ -115,13 +143,23 @@ def kill_process_groups(pids: Iterable[int], *, force: bool = True) -> None:
             os.killpg(pid, sig)
 
 
+class _Process(Protocol):
+    """A worker process: a ``subprocess.Popen``, or a ``PooledProcess`` a pool forked."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
 @dataclass
 class _Group:
     """One launched worker group: its processes, slots and, once ended, its exit code."""
 
     handle: str
     slots: list[int]
-    procs: list[subprocess.Popen[bytes]]
+    procs: list[_Process]
     log_dir: Path
     watch: ChiefWatch
     exit_code: int | None = None
@@ -134,9 +172,11 @@ class LocalResourceManager(ResourceManager):
     ``slots``: how many slots; None means every GPU found, else ``os.cpu_count()`` CPU
     slots. With GPUs, ``slots`` at most their number uses the first ``slots`` GPUs; more
     than that runs CPU slots. ``gpus`` overrides detection (``[]``: CPU slots only).
-    ``work_dir``: where each group's log directory goes; by default a temporary directory
-    that ``close`` removes (a given one is kept). ``straggler_grace``: seconds a rank may
-    run on after rank 0 exited 0 (``detlite.resources.stragglers``).
+    ``work_dir``: where each group's log directory goes (and ``pools/``, the pool parents'
+    directories); by default a temporary directory that ``close`` removes (a given one is
+    kept). ``straggler_grace``: seconds a rank may run on after rank 0 exited 0
+    (``detlite.resources.stragglers``). ``pool``, ``pool_idle_timeout``, ``max_pools``: the
+    warm pools (module doc).
     """
 
     type = "local"
@@ -148,10 +188,20 @@ class LocalResourceManager(ResourceManager):
         *,
         gpus: Sequence[str] | None = None,
         straggler_grace: float = DEFAULT_GRACE_S,
+        pool: bool = True,
+        pool_idle_timeout: float = 30.0,
+        max_pools: int = 4,
     ) -> None:
         if slots is not None and slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
+        if pool_idle_timeout <= 0:
+            raise ValueError(f"pool_idle_timeout must be > 0 s, got {pool_idle_timeout}")
+        if max_pools < 1:
+            raise ValueError(f"max_pools must be >= 1, got {max_pools}")
         self.straggler_grace = check_grace(straggler_grace)
+        self.pool = pool
+        self.pool_idle_timeout = float(pool_idle_timeout)
+        self.max_pools = max_pools
         found = list(detect_gpus() if gpus is None else gpus)
         if slots is None:
             self.gpus = found
@@ -181,6 +231,13 @@ class LocalResourceManager(ResourceManager):
         self._groups: dict[str, _Group] = {}
         self._lock = threading.RLock()
         self._closed = False
+        self._listener: Callable[[], None] | None = None
+        self._pools = PoolRegistry(
+            self.work_dir / "pools",
+            idle=self.pool_idle_timeout,
+            limit=max_pools,
+            on_exit=self._notify,
+        )
 
     def __repr__(self) -> str:
         kind = f"GPUs {','.join(self.gpus)}" if self.gpus else "CPU"
@@ -256,23 +313,80 @@ class LocalResourceManager(ResourceManager):
             # CPU slots share the cores: without a cap every worker's torch (or numpy) starts
             # a thread per core and N workers oversubscribe the machine N times over.
             base["OMP_NUM_THREADS"] = str(self.threads_per_slot())
+        pool = self._pool_for(spec, base)
         for rank, slot in enumerate(group.slots):
             env = {**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot] if self.gpus else ""
-            with (
-                open(group.log_dir / f"rank{rank}.out", "wb") as out,
-                open(group.log_dir / f"rank{rank}.err", "wb") as err,
-            ):
-                group.procs.append(
-                    subprocess.Popen(
-                        list(spec.command),
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        start_new_session=True,
+            out, err = group.log_dir / f"rank{rank}.out", group.log_dir / f"rank{rank}.err"
+            proc: _Process | None = None
+            if pool is not None:
+                try:
+                    proc = pool.spawn(env, os.getcwd(), out, err)
+                except (PoolUnavailable, OSError) as exc:
+                    self._pools.warn_once(
+                        "spawn",
+                        "a warm pool could not start a worker (%s): "
+                        "starting plain processes instead",
+                        exc,
                     )
-                )
+                    pool = None
+            if proc is None:
+                proc = self._popen(spec.command, env, out, err)
+            group.procs.append(proc)
+
+    def _popen(
+        self, command: Sequence[str], env: Mapping[str, str], out: Path, err: Path
+    ) -> subprocess.Popen[bytes]:
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            proc = subprocess.Popen(
+                list(command),
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        # Its exit is an event for the listener (``set_listener``): a thread waits for it.
+        threading.Thread(
+            target=self._wait_for, args=(proc,), name=f"detlite-wait-{proc.pid}", daemon=True
+        ).start()
+        return proc
+
+    def _wait_for(self, proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(Exception):
+            proc.wait()
+        self._notify()
+
+    # -- exit events --------------------------------------------------------------------------
+
+    def set_listener(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` (no arguments, from any thread) whenever a worker process of any
+        group exits; None stops the calls. The callback must be quick (wake a loop)."""
+        self._listener = callback
+
+    def _notify(self) -> None:
+        callback = self._listener
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                logger.exception("the resource manager's exit listener failed")
+
+    # -- warm pools ---------------------------------------------------------------------------
+
+    def _pool_for(self, spec: WorkerSpec, base: Mapping[str, str]) -> WarmPool | None:
+        """The warm pool parent that forks this launch's workers; None: plain processes."""
+        if not self.pool or base.get(POOL_ENV, "1").strip().lower() in _POOL_OFF:
+            return None
+        return self._pools.for_launch(spec.command, base)
+
+    def pools(self) -> list[dict[str, Any]]:
+        """The warm pool parents: ``experimentId``, ``pid``, ``state`` (``warming``,
+        ``ready``, ``refusing``: it will not fork, ``gone``), ``why`` (refusing), ``notes``
+        (what its warm-up could not do), ``workers`` (the pids it forked that run) and
+        ``dir`` (its directory, with ``pool.log``)."""
+        with self._lock:
+            return self._pools.describe()
 
     def _group(self, handle: str) -> _Group:
         try:
@@ -350,7 +464,8 @@ class LocalResourceManager(ResourceManager):
             del self._groups[handle]
 
     def close(self) -> None:
-        """Kill every group this manager started; remove the default work directory."""
+        """Kill every group this manager started and stop its pool parents; remove the
+        default work directory."""
         with self._lock:
             self._closed = True
             for group in self._groups.values():
@@ -358,6 +473,7 @@ class LocalResourceManager(ResourceManager):
                 if group.exit_code is None:
                     group.exit_code = -signal.SIGKILL
                     self._free.extend(group.slots)
+            self._pools.close(wait=_KILL_WAIT_S)
             if self._own_work_dir:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
 
@@ -368,7 +484,7 @@ class LocalResourceManager(ResourceManager):
         self.close()
 
 
-def _kill(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+def _kill(procs: Sequence[_Process]) -> None:
     # Every group, finished leaders included: what a worker started may outlive it.
     kill_process_groups(p.pid for p in procs)
     for proc in procs:
