@@ -67,7 +67,7 @@ def test_storage_root_accepts_host_path_itself() -> None:
 def test_an_unmounted_host_path_is_never_created(tmp_path: Path) -> None:
     missing = tmp_path / "not-mounted"
     backend = storage(missing, "ckpts")
-    with pytest.raises(StorageNotFound, match="is the shared filesystem mounted"):
+    with pytest.raises(StorageNotFound, match="must be shared by every node"):
         backend.upload(make_checkpoint(tmp_path / "src"), ID)
     assert not missing.exists()
     with pytest.raises(CheckpointNotFound, match="not mounted here"):
