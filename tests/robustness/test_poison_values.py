@@ -173,7 +173,15 @@ def test_non_finite_numbers_outside_metrics_are_refused(
 def test_a_null_searcher_metric_ranks_worst(migrated_database_url: str, tmp_path: Any) -> None:
     """A diverged validation (no metric) is no 400: ASHA ranks it last and promotes the
     other trial, and the diverged one is closed."""
-    from tests.master.test_scheduler import complete, create, launched, op, scheduled_master
+    from tests.master.test_scheduler import (
+        complete,
+        create,
+        launched,
+        op,
+        scheduled_master,
+        trials,
+        wait_for,
+    )
 
     config = linear_config()
     config["searcher"] = {
@@ -185,16 +193,29 @@ def test_a_null_searcher_metric_ranks_worst(migrated_database_url: str, tmp_path
         "mode": "aggressive",
     }
     with scheduled_master(migrated_database_url, tmp_path, slots=2) as master:
-        create(master, config, activate=True)
+        exp_id = create(master, config, activate=True)
         first, second = launched(master, 2)
         with master.live.client(master.token) as client:
             assert op(client, first, 0)["operation"] == {"kind": "VALIDATE_AFTER", "length": 4}
             assert op(client, second, 0)["operation"] == {"kind": "VALIDATE_AFTER", "length": 4}
-            complete(client, first, 4, None)  # diverged: the worker has no number to send
+            # Diverged: the worker has no number to send. ASHA cannot decide yet, so the
+            # answer is to give the slot back.
+            idle = complete(client, first, 4, None).json()
+            assert idle == {"operation": {"kind": "WAIT"}, "preempt": True}
             complete(client, second, 4, 0.5)
             # Had null ranked best, the first trial would be promoted instead.
             assert op(client, second, 4)["operation"] == {"kind": "VALIDATE_AFTER", "length": 8}
-            assert op(client, first, 4)["operation"] == {"kind": "CLOSE"}
+        first.code = 0  # the first group stops as told
+        state = {t["id"]: t["state"] for t in trials(master, exp_id)}
+        wait_for(
+            "the diverged trial to close",
+            lambda: (
+                (state := {t["id"]: t["state"] for t in trials(master, exp_id)})
+                and state[first.trial_id] == "STATE_COMPLETED"
+            ),
+        )
+        assert len(master.rm.launches(first.trial_id)) == 1  # closed, never launched again
+        assert state[second.trial_id] == "STATE_ACTIVE"
 
 
 # -- strings ----------------------------------------------------------------------------------
