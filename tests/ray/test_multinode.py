@@ -24,7 +24,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from tests.e2e.test_search_local import (
     metrics,
     trials_of,
 )
+from tests.e2e.test_search_local import wait_for as _wait_for
 from tests.master.test_cli_models import CLI
 from tests.ray.conftest import RAY_ENV, WORKER_NODES, SimulatedCluster
 
@@ -67,14 +67,8 @@ TWIN_SETTINGS = {
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    """The e2e suite's wait, with a longer default: a cluster on one host is slow."""
+    return _wait_for(what, check, timeout)
 
 
 @dataclass
