@@ -297,10 +297,11 @@ class TrialWorker:
         the process (fencing, see the module doc) before anything is written."""
         self.client.get(f"/api/v1/trials/{self.env.trial_id}/preemption", self._params)
 
-    def _post(self, what: str, body: Mapping[str, Any]) -> None:
+    def _post(self, what: str, body: Mapping[str, Any]) -> Any:
+        """A protocol report, once every queued metric is stored; returns the answer."""
         if self.reporter is not None:
             self.reporter.flush()
-        self.client.post(f"/api/v1/trials/{self.env.trial_id}/{what}", body, self._params)
+        return self.client.post(f"/api/v1/trials/{self.env.trial_id}/{what}", body, self._params)
 
     def run(self) -> str:
         """Run the trial until the master closes or preempts it; returns how it ended:
@@ -338,12 +339,8 @@ class TrialWorker:
                     watch.arm(False)
                 if self.is_chief:
                     metric = searcher_metric_value(config, result.metrics)
-                    assert self.reporter is not None
-                    self.reporter.flush()  # every metric of the operation stored before it ends
-                    answer = self.client.post(
-                        f"/api/v1/trials/{self.env.trial_id}/searcher/completed_operation",
-                        {"length": length, "searcherMetric": metric},
-                        self._params,
+                    answer = self._post(
+                        "searcher/completed_operation", {"length": length, "searcherMetric": metric}
                     )
                     known = _operation_of(answer) if answer and "operation" in answer else None
                 after = length

@@ -46,12 +46,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from detlite._tensorboard_storage import delete_event_files
 from detlite.api.enums import CheckpointState
-from detlite.config.storage import S3StorageConfig, SharedFSStorageConfig, StorageConfig
+from detlite.config.storage import S3StorageConfig, SharedFSStorageConfig, parse_storage_config
 from detlite.errors import APIError, NotFound
 from detlite.interfaces import StorageBackend
 from detlite.master.orm import Checkpoint, Experiment, ModelVersion, Trial
@@ -70,8 +70,6 @@ __all__ = [
 
 logger = logging.getLogger("detlite.master.gc")
 
-_STORAGE: TypeAdapter[SharedFSStorageConfig | S3StorageConfig] = TypeAdapter(StorageConfig)
-
 
 def storage_config_of(
     config: Mapping[str, Any], default_root: str | Path | None = None
@@ -87,7 +85,7 @@ def storage_config_of(
             raise APIError("the experiment config has no checkpoint_storage", status=400)
         raw = {"type": "shared_fs", "host_path": str(Path(default_root).resolve())}
     try:
-        storage: SharedFSStorageConfig | S3StorageConfig = _STORAGE.validate_python(raw)
+        storage = parse_storage_config(raw)
     except ValidationError as exc:
         raise APIError(
             f"the experiment's checkpoint_storage is invalid: {exc}", status=400

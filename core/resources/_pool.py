@@ -306,9 +306,10 @@ class WarmPool:
             self._children.clear()
             self._cond.notify_all()
         # Its workers must not run on unseen: kill them, and count them as killed.
+        from detlite.resources.local import kill_process_groups
+
+        kill_process_groups(proc.pid for proc in orphans)
         for proc in orphans:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
             proc.ended(-signal.SIGKILL)
         if orphans:
             logger.warning(

@@ -238,10 +238,7 @@ class Scheduler:
             raise APIError(f"after must be >= 0, got {after}", status=400)
         with self.lock, self._session() as db:
             trial = trial_queries.get_trial(db, trial_id)
-            answer = protocol.operation_answer(trial, allocation_id, after, self._stopping)
-            if db.dirty:
-                db.commit()
-            return answer
+            return self._next_answer(db, trial, allocation_id, after)
 
     def run_start(self, trial_id: int, allocation_id: str, restore: str | None) -> dict[str, Any]:
         """What a launched worker needs to start (``schemas.searcher.RunStart``).
@@ -263,9 +260,7 @@ class Scheduler:
                 row = checkpoint_queries.get_checkpoint(db, restore)
                 checkpoint = checkpoint_queries.checkpoint_wire(db, row)
             after = max(checkpoint.batch_number - 1, 0) if checkpoint is not None else 0
-            answer = protocol.operation_answer(trial, allocation_id, after, self._stopping)
-            if db.dirty:
-                db.commit()
+            answer = self._next_answer(db, trial, allocation_id, after)
             return {
                 "experiment_id": trial.experiment_id,
                 "trial_id": trial.id,
@@ -327,6 +322,7 @@ class Scheduler:
     def _next_answer(
         self, db: Session, trial: Trial, allocation_id: str, after: int
     ) -> dict[str, Any]:
+        """The answer to the group's operation request for ``after``, kept once fixed."""
         answer = protocol.operation_answer(trial, allocation_id, after, self._stopping)
         if db.dirty:
             db.commit()
@@ -667,11 +663,9 @@ class Scheduler:
             handle = self.rm.launch(spec)
         except Exception as exc:
             # Busy slots (another user of the manager) just wait for the next tick.
-            trial.allocation_id = None
-            trial.allocation_start_time = None
+            self._clear_allocation(trial)  # its work directory too
             user_queries.revoke_run_tokens(db, allocation_id)
             db.commit()
-            shutil.rmtree(work_dir, ignore_errors=True)
             logger.warning("trial %d could not be launched: %s", trial.id, exc)
             return False
         rm: Any = self.rm
