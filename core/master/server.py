@@ -30,7 +30,6 @@ from typing import Any
 import sqlalchemy.exc
 import uvicorn
 import uvicorn.config
-from sqlalchemy.orm import sessionmaker
 
 from detlite.errors import DetliteError
 from detlite.interfaces import ResourceManager
@@ -38,10 +37,10 @@ from detlite.master import db
 from detlite.master._limits import MAX_HEADER_BYTES
 from detlite.master.app import create_app
 from detlite.master.dblock import lock_database, record_holder, release
-from detlite.master.scheduler import Scheduler
+from detlite.master.scheduler.scheduler import build_resource_manager
 from detlite.master.settings import Settings
 
-__all__ = ["KEEP_ALIVE_TIMEOUT", "build_resource_manager", "prepare_database", "serve"]
+__all__ = ["KEEP_ALIVE_TIMEOUT", "prepare_database", "serve"]
 
 KEEP_ALIVE_TIMEOUT = 5  # seconds; uvicorn's default, stated
 
@@ -101,14 +100,6 @@ def serve(
         release(lock)
 
 
-def build_resource_manager(settings: Settings) -> ResourceManager | None:
-    """The resource manager the settings name (None with the scheduler off), connected."""
-    if not settings.scheduler:
-        return None
-    # The scheduler's own builder (its plugin lookup and option check); it needs no session.
-    return Scheduler(settings, sessionmaker())._build_resource_manager()
-
-
 def _serve(
     settings: Settings, lock: int | None, log_level: str, on_ready: Callable[[str], None]
 ) -> None:
@@ -120,7 +111,7 @@ def _serve(
         signal.signal(signal.SIGTERM, _interrupt)
     logging.config.dictConfig(_log_config(log_level))  # what the connection attempt logs
     try:
-        rm = build_resource_manager(settings)
+        rm = build_resource_manager(settings) if settings.scheduler else None
     except KeyboardInterrupt:
         return  # stopped while connecting: the manager cleaned up after itself
     try:

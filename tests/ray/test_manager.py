@@ -25,7 +25,7 @@ from detlite.errors import PluginError
 from detlite.interfaces import WorkerSpec
 from detlite.launch import process_running
 from detlite.master import Settings
-from detlite.master.scheduler.scheduler import Scheduler
+from detlite.master.scheduler.scheduler import build_resource_manager
 from tests.ray.conftest import HEAD_CPUS, RayHead
 from tests.resources.test_local import CHIEF_LEAVES
 
@@ -114,7 +114,7 @@ def test_an_unknown_option_is_a_plugin_error(tmp_path: Path) -> None:
     )
     takes = r"address, connect_timeout, driver, namespace"
     with pytest.raises(PluginError, match=rf"no option 'adress'; it takes: {takes}"):
-        Scheduler(settings, maker=None)._build_resource_manager()  # type: ignore[arg-type]
+        build_resource_manager(settings)
 
 
 def test_the_master_builds_the_ray_manager_from_its_settings(
@@ -126,7 +126,7 @@ def test_the_master_builds_the_ray_manager_from_its_settings(
         resource_manager="ray",
         resource_manager_options={"address": ray_head.address},
     )
-    rm = Scheduler(settings, maker=None)._build_resource_manager()  # type: ignore[arg-type]
+    rm = build_resource_manager(settings)
     try:
         assert type(rm).__name__ == "RayResourceManager" and rm.type == "ray"
         assert rm.total_slots() == HEAD_CPUS  # no GPUs on the head: CPU slots

@@ -76,7 +76,7 @@ from detlite.master.settings import Settings
 from detlite.plugins import get_plugins
 from detlite.searcher.base import ExitedReason
 
-__all__ = ["DEFAULT_PRIORITY", "EARLY_EXIT_REASONS", "Scheduler"]
+__all__ = ["DEFAULT_PRIORITY", "EARLY_EXIT_REASONS", "Scheduler", "build_resource_manager"]
 
 logger = logging.getLogger("detlite.master.scheduler")
 
@@ -90,6 +90,28 @@ EARLY_EXIT_REASONS: dict[str, ExitedReason] = {
 }
 _LOG_TAIL_LINES = 30
 _LIVE_EXPERIMENT = (S.ACTIVE, S.PAUSED, *experiment_queries.STOP_OUTCOME)
+
+
+def build_resource_manager(settings: Settings) -> ResourceManager:
+    """The resource manager ``settings`` name (a plugin's), built with their options:
+    PluginError naming the options it takes when one is unknown."""
+    name = settings.resource_manager
+    cls = get_plugins().resource_manager(name)
+    params = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {}
+    if "slots" in params:
+        kwargs["slots"] = settings.slots
+    if "work_dir" in params:
+        kwargs["work_dir"] = settings.worker_dir / "groups"
+    options = dict(settings.resource_manager_options)
+    takes = sorted(p for p in params if p not in ("self", "slots", "work_dir"))
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise PluginError(
+            f"resource_manager {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"it takes: {', '.join(takes) or 'no options'}"
+        )
+    return cls(**kwargs, **options)
 
 
 class Scheduler:
@@ -140,23 +162,7 @@ class Scheduler:
         logger.info("scheduler started with %d slot(s)", self.rm.total_slots())
 
     def _build_resource_manager(self) -> ResourceManager:
-        name = self.settings.resource_manager
-        cls = get_plugins().resource_manager(name)
-        params = inspect.signature(cls).parameters
-        kwargs: dict[str, Any] = {}
-        if "slots" in params:
-            kwargs["slots"] = self.settings.slots
-        if "work_dir" in params:
-            kwargs["work_dir"] = self.settings.worker_dir / "groups"
-        options = dict(self.settings.resource_manager_options)
-        takes = sorted(p for p in params if p not in ("self", "slots", "work_dir"))
-        unknown = sorted(set(options) - set(takes))
-        if unknown:
-            raise PluginError(
-                f"resource_manager {name!r} has no option {', '.join(map(repr, unknown))}; "
-                f"it takes: {', '.join(takes) or 'no options'}"
-            )
-        return cls(**kwargs, **options)
+        return build_resource_manager(self.settings)
 
     def stop(self) -> None:
         """Preempt every worker group, wait for them up to ``stop_grace``, stop the thread."""
