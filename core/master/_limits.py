@@ -11,10 +11,12 @@ each refusal is the one JSON error shape of ``detlite.master.errors``:
    straight on: the app answers it without reading a body or touching the database.
 2. **Token before body.** On a non-public route the ``Authorization: Bearer`` token is
    checked before one byte of the body is read: 401 without a token or with an unknown,
-   expired or revoked one, 403 for an inactive user (``deps.check_token``). The check runs
-   on a worker thread with a session of its own, at most ``TOKEN_CHECKS`` at once; the id of
-   the accepted token is left in ``scope["state"]`` (``deps.CHECKED_TOKEN``) for
-   ``deps.authenticate``, which then loads that row instead of looking the token up again.
+   expired or revoked one, 403 for an inactive user, 410 for a stale run's
+   (``deps.check_token``). A check the master's ``TokenCache`` still holds
+   (``detlite.master._auth_cache``) answers on the event loop with no query; any other runs
+   on a worker thread with a session of its own, at most ``TOKEN_CHECKS`` at once. The check
+   is left in ``scope["state"]`` (``deps.CHECKED_TOKEN``) for ``deps.authenticate``, which
+   then uses it instead of looking the token up again.
 3. **Body under a cap and a clock.** The whole body is read here, before admission, so the
    app never waits for a client. Its size is capped by the route's kind; an announced
    ``Content-Length`` over the cap is refused up front, a chunked body as soon as it passes
@@ -108,7 +110,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from detlite.errors import APIError, Unauthenticated
 from detlite.master import deps
+from detlite.master._auth_cache import CachedToken
 from detlite.master.errors import error_response
+from detlite.master.orm import Token
+from detlite.master.security import hash_token
 
 if TYPE_CHECKING:
     from fastapi.dependencies.models import Dependant
@@ -349,21 +354,32 @@ class Admission:
         scheme, credentials = get_authorization_scheme_param(headers.get("authorization"))
         if scheme.lower() != "bearer" or not credentials:
             raise self._refusal(headers, Unauthenticated(deps.AUTHENTICATION_REQUIRED))
-        if self._token_checks is None:
-            self._token_checks = anyio.CapacityLimiter(TOKEN_CHECKS)
-        try:
-            token_id, user_id = await anyio.to_thread.run_sync(
-                self._check_token, credentials, limiter=self._token_checks
-            )
-        except APIError as exc:
-            raise self._refusal(headers, exc) from None
-        scope.setdefault("state", {})[deps.CHECKED_TOKEN] = token_id
-        return user_id
+        master = self.master_of()
+        token_hash = hash_token(credentials)
+        checked = master.tokens.get(token_hash)
+        if checked is None:
+            if self._token_checks is None:
+                self._token_checks = anyio.CapacityLimiter(TOKEN_CHECKS)
+            try:
+                checked = await anyio.to_thread.run_sync(
+                    self._check_token,
+                    master,
+                    token_hash,
+                    credentials,
+                    limiter=self._token_checks,
+                )
+            except APIError as exc:
+                raise self._refusal(headers, exc) from None
+        scope.setdefault("state", {})[deps.CHECKED_TOKEN] = checked
+        return checked.token.user_id
 
-    def _check_token(self, credentials: str) -> tuple[int, int]:
-        with self.master_of().sessionmaker() as session:
-            token = deps.check_token(session, credentials)
-            return token.id, token.user_id
+    @staticmethod
+    def _check_token(master: deps.MasterState, token_hash: str, credentials: str) -> CachedToken:
+        def query() -> Token:
+            with master.sessionmaker() as session:
+                return deps.check_token(session, credentials)
+
+        return master.tokens.check(token_hash, query)
 
     @staticmethod
     def _refusal(headers: Headers, exc: APIError) -> _Refused:

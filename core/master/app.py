@@ -31,6 +31,7 @@ from detlite import __version__
 from detlite.interfaces import ResourceManager
 from detlite.master import db
 from detlite.master._headers import SecurityHeaders
+from detlite.master._ingest import GroupCommit
 from detlite.master._limits import Admission
 from detlite.master.deps import MasterState, authenticate
 from detlite.master.errors import install_error_handlers, openapi_error_responses
@@ -78,7 +79,8 @@ def create_app(
                 "database %s at revision %s", db.redact_url(settings.db_url), db.head_revision()
             )
             maker = db.make_sessionmaker(engine)
-            app.state.master = MasterState(settings, engine, maker)
+            ingest = GroupCommit(maker)
+            app.state.master = MasterState(settings, engine, maker, ingest)
             scheduler = Scheduler(settings, maker, resource_manager)
             app.state.scheduler = scheduler
             if settings.scheduler:
@@ -87,6 +89,7 @@ def create_app(
                 yield
             finally:
                 await anyio.to_thread.run_sync(scheduler.stop)
+                await anyio.to_thread.run_sync(ingest.close)
         finally:
             engine.dispose()
 

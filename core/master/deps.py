@@ -6,10 +6,12 @@ with ``@public`` (login and health are). Endpoints that need the user declare
 ``user: CurrentUser`` (or ``AdminUser``); the token is checked once per request.
 
 The master's admission middleware (``detlite.master._limits``) checks the token before it
-reads a request's body, with ``check_token``, and leaves the id of the token it accepted in
-the request's state under ``CHECKED_TOKEN``; ``authenticate`` then loads that row by its id
-instead of looking the token up again, and checks its validity once more (a long upload may
-outlive it).
+reads a request's body, with ``check_token`` through the master's ``TokenCache``
+(``detlite.master._auth_cache``: a valid token's check is remembered until anything it read
+changes, so revocation stays immediate), and leaves what it found in the request's state
+under ``CHECKED_TOKEN``. ``authenticate`` then uses that check while it still holds, with no
+query (the cached rows are merged into the request's session), and checks the token once
+more otherwise (a long upload may outlive it).
 
 A trial run's token (issued to a launched worker group, ``Token.allocation_id``) is valid
 only while that run is its trial's current allocation: otherwise every request is a 410
@@ -21,10 +23,11 @@ itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar, cast
 
+import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -32,6 +35,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from detlite.errors import Forbidden, StaleRun, Unauthenticated
+from detlite.master._auth_cache import CachedToken, TokenCache
+from detlite.master._ingest import GroupCommit
 from detlite.master.orm import Token, Trial, User, utcnow
 from detlite.master.queries import users as user_queries
 from detlite.master.settings import Settings
@@ -54,7 +59,7 @@ __all__ = [
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-#: The key, in a request's ``scope["state"]``, of the id of the token the admission
+#: The key, in a request's ``scope["state"]``, of the ``CachedToken`` the admission
 #: middleware has checked for this request.
 CHECKED_TOKEN = "detlite.checked_token_id"
 _PUBLIC_ENDPOINTS: set[Callable[..., Any]] = set()
@@ -67,13 +72,15 @@ class MasterState:
     settings: Settings
     engine: Engine
     sessionmaker: sessionmaker[Session]
+    ingest: GroupCommit  # the workers' reports: many per transaction (detlite.master._ingest)
+    tokens: TokenCache = field(default_factory=TokenCache)
 
 
 def get_state(request: Request) -> MasterState:
     return cast(MasterState, request.app.state.master)
 
 
-def get_db(request: Request) -> Iterator[Session]:
+async def get_db(request: Request) -> AsyncIterator[Session]:
     """One session per request; handlers commit what they change, the rest rolls back.
 
     ``DbSession`` gives it the scope of the endpoint function: the session is closed, and its
@@ -82,9 +89,19 @@ def get_db(request: Request) -> Iterator[Session]:
     checkpoint file) therefore never holds a database connection, and admission can give the
     request's slot back as soon as the answer starts (``detlite.master._limits``). A handler
     reads everything it needs before it returns; a streamed body must not use the session.
+
+    Opening a session touches no database, and neither does closing one whose transaction
+    ended (a handler that committed): both happen on the event loop. Closing a session that
+    still holds a connection rolls back, a database call, and goes to a worker thread.
     """
-    with get_state(request).sessionmaker() as session:
+    session = get_state(request).sessionmaker()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(session.close)
+        else:
+            session.close()
 
 
 DbSession = Annotated[Session, Depends(get_db, scope="function")]
@@ -142,7 +159,7 @@ def _check_run(db: Session, allocation_id: str) -> None:
         )
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     db: DbSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -151,15 +168,22 @@ def authenticate(
     if is_public(request.scope["endpoint"]):
         return None
     checked = request.scope.get("state", {}).get(CHECKED_TOKEN)
-    if isinstance(checked, int):
-        # The middleware found this token valid before the body came; load it by id.
-        return _valid(db, db.get(Token, checked, options=[joinedload(Token.user)]))
+    if isinstance(checked, CachedToken):
+        if checked.fresh():
+            # The middleware's check still holds: its rows join this session, unqueried.
+            return db.merge(checked.token, load=False)
+        token_id = checked.token.id
+        return await anyio.to_thread.run_sync(_recheck, db, token_id)
     if credentials is None:
         raise Unauthenticated(AUTHENTICATION_REQUIRED)
-    return check_token(db, credentials.credentials)
+    return await anyio.to_thread.run_sync(check_token, db, credentials.credentials)
 
 
-def _current_token(token: Annotated[Token | None, Depends(authenticate)]) -> Token:
+def _recheck(db: Session, token_id: int) -> Token:
+    return _valid(db, db.get(Token, token_id, options=[joinedload(Token.user)]))
+
+
+async def _current_token(token: Annotated[Token | None, Depends(authenticate)]) -> Token:
     if token is None:
         raise RuntimeError("a public endpoint asked for the current user")
     return token
@@ -168,14 +192,14 @@ def _current_token(token: Annotated[Token | None, Depends(authenticate)]) -> Tok
 CurrentToken = Annotated[Token, Depends(_current_token)]
 
 
-def _current_user(token: CurrentToken) -> User:
+async def _current_user(token: CurrentToken) -> User:
     return token.user
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]
 
 
-def _admin_user(user: CurrentUser) -> User:
+async def _admin_user(user: CurrentUser) -> User:
     if not user.admin:
         raise Forbidden(f"user {user.username!r} is not an admin; only admins may do this")
     return user

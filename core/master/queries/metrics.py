@@ -31,6 +31,7 @@ answer ``{"metrics": [MetricsRow], "pagination": Pagination}``, a MetricsRow bei
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,13 +115,7 @@ def report_metrics(
     db.execute(_upsert(db, model), rows)
     if model is TrainingMetrics:
         most = batch_counts[-1]
-        raise_to = sa.case((Trial.batches_trained < most, most), else_=Trial.batches_trained)
-        db.execute(
-            sa.update(Trial)
-            .where(Trial.id == trial.id)
-            .values(batches_trained=raise_to)
-            .execution_options(synchronize_session=False)
-        )
+        db.execute(_RAISE_BATCHES_TRAINED, {"trial": trial.id, "most": most})
         set_committed_value(trial, "batches_trained", max(trial.batches_trained, most))
     else:
         db.flush()
@@ -129,14 +124,31 @@ def report_metrics(
     return len(wanted)
 
 
+# A trial's batches_trained only grows, whatever order its reports arrive in.
+_RAISE_BATCHES_TRAINED = (
+    sa.update(Trial)
+    .where(Trial.id == sa.bindparam("trial"))
+    .values(
+        batches_trained=sa.case(
+            (Trial.batches_trained < sa.bindparam("most"), sa.bindparam("most")),
+            else_=Trial.batches_trained,
+        )
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 def _upsert(db: Session, model: MetricsTable) -> Any:
     """``INSERT`` of rows of ``model`` that replaces the row already stored under the same
     (trial, trialRunId, batches) key: its metrics, end time and inputs."""
-    insert: Any
-    if db.get_bind().dialect.name == "postgresql":
-        insert = postgresql.insert(model)
-    else:
-        insert = sqlite.insert(model)
+    return _upsert_statement(db.get_bind().dialect.name, model)
+
+
+@functools.cache
+def _upsert_statement(dialect: str, model: MetricsTable) -> Any:
+    # Built once per dialect and table: statements are immutable, and building this one
+    # (its ``excluded`` columns) costs more than executing it.
+    insert: Any = postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
     replaced: dict[str, Any] = {
         "metrics": insert.excluded.metrics,
         "end_time": insert.excluded.end_time,

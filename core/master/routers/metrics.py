@@ -6,8 +6,8 @@ Reports (owner of the trial's experiment, or an admin; 409 once the trial has en
 - ``POST /api/v1/trials/{id}/validation_metrics``: ``{"validationMetrics": TrialMetrics}``
   (both also take the bare TrialMetrics, as Determined's gateway did; both answer ``{}``)
 - ``POST /api/v1/trials/{id}/metrics``: the batched form, ``{"trainingMetrics":
-  [TrialMetrics], "validationMetrics": [TrialMetrics]}`` (up to 10,000 of each), stored in
-  one transaction; answers ``{"training": n, "validation": n}``. Posting to the collection
+  [TrialMetrics], "validationMetrics": [TrialMetrics]}`` (up to 10,000 of each), stored
+  together or not at all; answers ``{"training": n, "validation": n}``. Posting to the collection
   that ``GET`` reads keeps one path per resource.
 - A repeat of a report (same trial, kind, trialRunId and stepsCompleted) replaces the stored
   one and answers as it did (200), also when the repeats arrive at the same time
@@ -33,12 +33,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from sqlalchemy.orm import Session
 
 from detlite.errors import APIError
 from detlite.master._bodies import BodyOffLoopRoute
-from detlite.master.deps import CurrentUser, DbSession
-from detlite.master.orm import Trial
+from detlite.master._ingest import GroupCommit
+from detlite.master.deps import CurrentUser, DbSession, get_state
+from detlite.master.orm import Trial, User
 from detlite.master.queries import experiments as experiment_queries
 from detlite.master.queries import logs as log_queries
 from detlite.master.queries import metrics as queries
@@ -64,43 +66,57 @@ __all__ = ["router"]
 router = APIRouter(route_class=BodyOffLoopRoute, tags=["metrics"])
 
 
-def _reporting_trial(db: DbSession, user: CurrentUser, trial_id: int) -> Trial:
+def _reporting_trial(db: Session, user: User, trial_id: int) -> Trial:
     trial = trial_queries.get_trial(db, trial_id)
     experiment_queries.require_owner(user, trial.experiment, "report to a trial of")
     return trial
 
 
+def _group_commit(request: Request) -> GroupCommit:
+    return get_state(request).ingest
+
+
+# The reports are stored by the master's group commit (detlite.master._ingest): each route
+# hands over what it would do in its own transaction, and answers once that is committed.
+
+
 @router.post("/api/v1/trials/{trial_id}/training_metrics")
-def report_training_metrics(
-    trial_id: TrialId, db: DbSession, user: CurrentUser, body: TrainingMetricsRequest
+async def report_training_metrics(
+    trial_id: TrialId, request: Request, user: CurrentUser, body: TrainingMetricsRequest
 ) -> ReportMetricsResponse:
-    trial = _reporting_trial(db, user, trial_id)
-    queries.report_metrics(db, trial, "training", [body.training_metrics])
-    db.commit()
+    def store(db: Session) -> None:
+        trial = _reporting_trial(db, user, trial_id)
+        queries.report_metrics(db, trial, "training", [body.training_metrics])
+
+    await _group_commit(request).submit(trial_id, store)
     return ReportMetricsResponse()
 
 
 @router.post("/api/v1/trials/{trial_id}/validation_metrics")
-def report_validation_metrics(
-    trial_id: TrialId, db: DbSession, user: CurrentUser, body: ValidationMetricsRequest
+async def report_validation_metrics(
+    trial_id: TrialId, request: Request, user: CurrentUser, body: ValidationMetricsRequest
 ) -> ReportMetricsResponse:
-    trial = _reporting_trial(db, user, trial_id)
-    queries.report_metrics(db, trial, "validation", [body.validation_metrics])
-    db.commit()
+    def store(db: Session) -> None:
+        trial = _reporting_trial(db, user, trial_id)
+        queries.report_metrics(db, trial, "validation", [body.validation_metrics])
+
+    await _group_commit(request).submit(trial_id, store)
     return ReportMetricsResponse()
 
 
 @router.post("/api/v1/trials/{trial_id}/metrics")
-def report_metrics_batch(
-    trial_id: TrialId, db: DbSession, user: CurrentUser, body: BatchMetricsRequest
+async def report_metrics_batch(
+    trial_id: TrialId, request: Request, user: CurrentUser, body: BatchMetricsRequest
 ) -> BatchMetricsResponse:
-    trial = _reporting_trial(db, user, trial_id)
-    if body.training_metrics or body.validation_metrics:
-        queries.require_reportable(trial)
-    training = queries.report_metrics(db, trial, "training", body.training_metrics)
-    validation = queries.report_metrics(db, trial, "validation", body.validation_metrics)
-    db.commit()
-    return BatchMetricsResponse(training=training, validation=validation)
+    def store(db: Session) -> BatchMetricsResponse:
+        trial = _reporting_trial(db, user, trial_id)
+        if body.training_metrics or body.validation_metrics:
+            queries.require_reportable(trial)
+        training = queries.report_metrics(db, trial, "training", body.training_metrics)
+        validation = queries.report_metrics(db, trial, "validation", body.validation_metrics)
+        return BatchMetricsResponse(training=training, validation=validation)
+
+    return await _group_commit(request).submit(trial_id, store)
 
 
 @router.get("/api/v1/trials/{trial_id}/metrics")
@@ -132,13 +148,14 @@ def get_experiment_metrics(
 
 
 @router.post("/api/v1/trials/{trial_id}/logs")
-def post_trial_logs(
-    trial_id: TrialId, db: DbSession, user: CurrentUser, body: PostTrialLogsRequest
+async def post_trial_logs(
+    trial_id: TrialId, request: Request, user: CurrentUser, body: PostTrialLogsRequest
 ) -> PostTrialLogsResponse:
-    trial = _reporting_trial(db, user, trial_id)
-    count = queries.add_logs(db, trial, body.logs)
-    db.commit()
-    return PostTrialLogsResponse(count=count)
+    def store(db: Session) -> PostTrialLogsResponse:
+        trial = _reporting_trial(db, user, trial_id)
+        return PostTrialLogsResponse(count=queries.add_logs(db, trial, body.logs))
+
+    return await _group_commit(request).submit(trial_id, store)
 
 
 LogsBefore = Annotated[

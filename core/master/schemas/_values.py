@@ -162,14 +162,71 @@ def _number_problem(value: int | float) -> str | None:
     return None
 
 
-def _walk(
-    value: Any, loc: tuple[str | int, ...], depth: int, non_finite: NonFinite, max_depth: int
+def _walk(value: Any, depth: int, non_finite: NonFinite, max_depth: int) -> Any:
+    """``value`` checked (and, for ``non_finite="name"``, NaN/infinities as their names).
+
+    A report holds thousands of numbers, so the common types are tested first by exact type,
+    and the location of a problem is built only once there is one: each container puts its
+    key in front of ``_Problem.loc`` as the problem passes up."""
+    kind = type(value)
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        if non_finite == "name":
+            return _NON_FINITE_NAMES[repr(value)]
+        raise _Problem((), f"{value} is not a finite number; JSON numbers must be finite")
+    if kind is str:
+        problem = text_problem(value)
+        if problem is not None:
+            raise _Problem((), f"a string {problem}")
+        return value
+    if kind is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    if kind is dict or kind is list:
+        if depth > max_depth:
+            raise _Problem(
+                (), f"JSON nests deeper than {max_depth} levels; flatten it (at most {max_depth})"
+            )
+        return _walk_container(value, depth, non_finite, max_depth)
+    return _walk_other(value, depth, non_finite, max_depth)
+
+
+def _walk_container(
+    value: dict[Any, Any] | list[Any] | tuple[Any, ...] | Mapping[Any, Any],
+    depth: int,
+    non_finite: NonFinite,
+    max_depth: int,
 ) -> Any:
-    """``value`` checked (and, for ``non_finite="name"``, NaN/infinities as their names)."""
+    if type(value) is dict or isinstance(value, Mapping):  # an ABC's isinstance is slow
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            if type(key) is str:
+                problem = text_problem(key)
+                if problem is not None:
+                    raise _Problem((), f"a key {problem}")
+            try:
+                out[key] = _walk(item, depth + 1, non_finite, max_depth)
+            except _Problem as problem:
+                problem.loc = (str(key), *problem.loc)
+                raise
+        return out
+    items: list[Any] = []
+    for i, item in enumerate(value):
+        try:
+            items.append(_walk(item, depth + 1, non_finite, max_depth))
+        except _Problem as problem:
+            problem.loc = (i, *problem.loc)
+            raise
+    return items
+
+
+def _walk_other(value: Any, depth: int, non_finite: NonFinite, max_depth: int) -> Any:
+    """The rarer values: subclasses, bools, None, integers near the limit, other
+    containers, and what is not JSON at all."""
     if isinstance(value, str):
         problem = text_problem(value)
         if problem is not None:
-            raise _Problem(loc, f"a string {problem}")
+            raise _Problem((), f"a string {problem}")
         return value
     if isinstance(value, bool) or value is None:
         return value
@@ -178,27 +235,16 @@ def _walk(
     if isinstance(value, int | float):
         problem = _number_problem(value)
         if problem is not None:
-            raise _Problem(loc, problem)
+            raise _Problem((), problem)
         return value
     if isinstance(value, BaseModel | enum.Enum | dt.datetime | dt.date | bytes):
         return value  # a nested body checks itself; the others are not JSON containers
     if isinstance(value, Mapping | list | tuple):
         if depth > max_depth:
             raise _Problem(
-                loc, f"JSON nests deeper than {max_depth} levels; flatten it (at most {max_depth})"
+                (), f"JSON nests deeper than {max_depth} levels; flatten it (at most {max_depth})"
             )
-        if isinstance(value, Mapping):
-            out: dict[Any, Any] = {}
-            for key, item in value.items():
-                if isinstance(key, str):
-                    problem = text_problem(key)
-                    if problem is not None:
-                        raise _Problem(loc, f"a key {problem}")
-                out[key] = _walk(item, (*loc, str(key)), depth + 1, non_finite, max_depth)
-            return out
-        return [
-            _walk(item, (*loc, i), depth + 1, non_finite, max_depth) for i, item in enumerate(value)
-        ]
+        return _walk_container(value, depth, non_finite, max_depth)
     return value
 
 
@@ -214,7 +260,7 @@ def check_json(
     field's own location in front.
     """
     try:
-        return _walk(value, (), 1, non_finite, max_depth)
+        return _walk(value, 1, non_finite, max_depth)
     except _Problem as problem:
         raise ValidationError.from_exception_data(
             "value",
@@ -233,7 +279,7 @@ def config_problems(data: Any) -> list[tuple[str, str]]:
     """``(path, message)`` for the first value of a parsed config that breaks the rules
     (empty when none does); YAML's own types (dates) are left to the config's validation."""
     try:
-        _walk(data, (), 1, "refuse", MAX_JSON_DEPTH)
+        _walk(data, 1, "refuse", MAX_JSON_DEPTH)
     except _Problem as problem:
         return [(_dotted(problem.loc), problem.message)]
     return []
