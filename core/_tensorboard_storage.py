@@ -1,9 +1,12 @@
 """Event files in checkpoint storage: where they go, uploading them, fetching them back.
 
 Layout, beside the checkpoints (whose ids are uuids, so the names never meet):
-``tensorboard/experiment_<id>/trial_<id>/<event file>``, under the shared_fs root
-(``<host_path>[/<storage_path>]``) or the s3 prefix. TensorBoard pointed at
-``tensorboard/experiment_<id>/`` shows one run per trial.
+``tensorboard/experiment_<id>/trial_<id>/[<folder>/...]<event file>``, under the shared_fs
+root (``<host_path>[/<storage_path>]``) or the s3 prefix. TensorBoard pointed at
+``tensorboard/experiment_<id>/`` shows one run per trial, and one more per sub-folder:
+a trial's local folder holds detlite's event file and whatever the trial wrote there itself
+(``TorchWriter``, Keras's ``TensorBoard`` callback in ``train/`` and ``validation/``; see
+``detlite.tensorboard.get_base_path``), and all of it is uploaded.
 
 Unlike checkpoints, event files grow: each upload replaces the stored copy of a file that
 changed since the last one (shared_fs: written beside it, then renamed over it; s3: one
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from detlite.errors import DetliteError
 from detlite.storage._paths import TENSORBOARD_DIR
-from detlite.tensorboard import EventFileWriter, scalar_values
+from detlite.tensorboard import EventFileWriter, flush_writers, scalar_values, writing_into
 
 if TYPE_CHECKING:
     from detlite.interfaces import StorageBackend
@@ -65,17 +68,24 @@ def _below_top(prefix: str) -> str:
 
 
 def _event_files(local_dir: Path) -> dict[str, Path]:
+    """The event files under ``local_dir``, by their relative POSIX path."""
     if not local_dir.is_dir():
         return {}
-    return {p.name: p for p in sorted(local_dir.iterdir()) if "tfevents" in p.name and p.is_file()}
+    found = {}
+    for path in sorted(local_dir.rglob("*tfevents*")):
+        relpath = path.relative_to(local_dir).as_posix()
+        if all(_plain(part) for part in relpath.split("/")) and path.is_file():
+            found[relpath] = path
+    return found
 
 
 class TrialEventLog:
-    """A trial run's event file in ``local_dir``, and its uploads to checkpoint storage.
+    """A trial run's event files in ``local_dir``, and their uploads to checkpoint storage.
 
-    ``record`` adds one report's numeric metrics (tags ``train/...`` or ``val/...``);
-    ``sync`` flushes the file and uploads what changed since the last ``sync``. Nothing is
-    created on disk before the first report, so ranks that never report leave nothing.
+    ``record`` adds one report's numeric metrics (tags ``train/...`` or ``val/...``) to
+    detlite's own file; ``sync`` flushes it and the trial's writers, then uploads every
+    event file under ``local_dir`` that changed since the last ``sync``. Nothing is created
+    on disk before the first report, so ranks that never report leave nothing.
     """
 
     def __init__(self, local_dir: Path, experiment_id: int, trial_id: int) -> None:
@@ -83,14 +93,15 @@ class TrialEventLog:
         self.experiment_id = experiment_id
         self.trial_id = trial_id
         self._writer: EventFileWriter | None = None
-        #: The size stored of each file uploaded, by file name.
+        #: The size stored of each file uploaded, by its path relative to ``local_dir``.
         self.uploaded: dict[str, int] = {}
         self._warned = False
 
     @property
     def recorded(self) -> bool:
-        """Whether any report was recorded (so there is a file to upload)."""
-        return self._writer is not None
+        """Whether this process recorded a report or writes into ``local_dir`` (so there
+        may be files to upload); files another rank left there are not its to send."""
+        return self._writer is not None or writing_into(self.local_dir)
 
     def record(self, kind: str, batches_trained: int, metrics: Mapping[str, Any]) -> None:
         """``kind`` is ``train`` or ``val``; ``batches_trained`` is the step."""
@@ -103,9 +114,11 @@ class TrialEventLog:
 
     def sync(self, storage: StorageBackend) -> int:
         """Flush, then upload the event files that changed; returns how many were sent."""
-        if self._writer is None:
+        if not self.recorded:
             return 0
-        self._writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
+        flush_writers()
         changed = {
             name: path
             for name, path in _event_files(self.local_dir).items()
@@ -193,8 +206,8 @@ def fetch_event_files(storage: StorageBackend, experiment_id: int, cache: Path) 
         for page in pages:
             for obj in page.get("Contents", []):
                 parts = str(obj["Key"])[len(base) :].split("/")
-                # Only <trial folder>/<event file>; anything else is not ours to fetch.
-                if len(parts) != 2 or not all(_plain(p) for p in parts):
+                # Only <trial folder>/[<folder>/...]<event file>; nothing else is ours.
+                if len(parts) < 2 or not all(_plain(p) for p in parts):
                     continue
                 path = dest.joinpath(*parts)
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,28 +12,37 @@ returned None. detlite (API.md 2-3) runs four reported stages and returns what t
    the user can look at it or load it;
 4. rebuild the trial from that checkpoint, from its own ``code/``, as a worker or
    ``Checkpoint.load()`` would, to prove it loads.
+
+Hyperparameters are sampled afresh each run, as each trial of a search samples its own, so
+that a trial which refuses some samples (``InvalidHP``) shows it; the seed is printed, and
+``reproducibility.experiment_seed`` set to it samples the same ones again (a config that
+sets it always does). What the trial writes for TensorBoard (``TorchWriter``, Keras's
+``TensorBoard`` callback) goes to ``tensorboard/`` in the same temporary directory.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from detlite.checkpoint import rebuild_trial, save_checkpoint
 from detlite.errors import InvalidExperiment
-from detlite.experimental._local import ConfigArg, local_config
+from detlite.experimental._local import ConfigArg, config_mapping, local_config
 from detlite.harness import build_trial
 from detlite.hparams import sample_hparams
+from detlite.tensorboard import use_base_path
 
 if TYPE_CHECKING:
+    from detlite.config import ExperimentConfig
     from detlite.plugins import Plugins
     from detlite.trial import Trial
 
@@ -60,6 +69,8 @@ class TestModeResult:
     validation_metrics: dict[str, Any]
     checkpoint_path: str
     timings: dict[str, float] = field(default_factory=dict)
+    #: The folder of the trial's own event files (empty where it wrote none).
+    tensorboard_dir: str = ""
 
 
 def check_not_reloading() -> None:
@@ -85,6 +96,15 @@ def _stage(label: str, key: str, timings: dict[str, float], out: TextIO) -> Iter
     print(f" ok ({timings[key]:.2f} s)", file=out, flush=True)
 
 
+def _with_seed(config: ConfigArg) -> dict[str, Any]:
+    """The config with ``reproducibility.experiment_seed`` set: the user's, or a new one."""
+    raw = config_mapping(config)
+    section = raw.get("reproducibility")
+    if not isinstance(section, Mapping) or section.get("experiment_seed") is None:
+        raw["reproducibility"] = {**(section or {}), "experiment_seed": secrets.randbelow(2**31)}
+    return raw
+
+
 def run_test_mode(
     trial_def: type[Trial],
     config: ConfigArg,
@@ -94,23 +114,54 @@ def run_test_mode(
     out: TextIO | None = None,
 ) -> TestModeResult:
     """Run the four stages inside ``local_execution(context_dir)``."""
-    global _reloading
     out = out if out is not None else sys.stdout
-    cfg = local_config(config, trial_def, context_dir)
-    seed = cfg.experiment_seed or 0
+    cfg = local_config(_with_seed(config), trial_def, context_dir)
+    seed = cfg.experiment_seed
+    assert seed is not None  # _with_seed set it
     hparams = sample_hparams(cfg.hyperparameters, seed)
-    entrypoint = str(cfg.entrypoint)
+    print(
+        f"detlite test mode: {cfg.entrypoint}, hyperparameters {hparams}, seed {seed} "
+        f"(reproducibility.experiment_seed: {seed} samples them again)",
+        file=out,
+    )
+    work = Path(tempfile.mkdtemp(prefix="detlite-test-"))
+    try:
+        with use_base_path(work / "tensorboard") as tensorboard:
+            result = _run_stages(trial_def, cfg, hparams, context_dir, work, plugins, out)
+    except BaseException:
+        with suppress(OSError):
+            work.rmdir()  # only where the run left nothing
+        raise
+    if tensorboard.is_dir():
+        result.tensorboard_dir = str(tensorboard)
+        print(f"the trial's TensorBoard event files are in {tensorboard}", file=out)
+    total = sum(result.timings.values())
+    print(
+        f"test mode passed in {total:.2f} s; the checkpoint is kept at {result.checkpoint_path}",
+        file=out,
+    )
+    return result
+
+
+def _run_stages(
+    trial_def: type[Trial],
+    cfg: ExperimentConfig,
+    hparams: dict[str, Any],
+    context_dir: Path,
+    work: Path,
+    plugins: Plugins | None,
+    out: TextIO,
+) -> TestModeResult:
+    global _reloading
     num_batches = min(cfg.scheduling_unit, TEST_MODE_MAX_BATCHES)
     timings: dict[str, float] = {}
-    print(f"detlite test mode: {entrypoint}, hyperparameters {hparams}", file=out)
-
     with _stage(f"[0/4] building {trial_def.__qualname__}", "build", timings, out):
         built = build_trial(
             trial_def,
             cfg,
             hparams,
             plugins=plugins,
-            trial_seed=seed,
+            trial_seed=cfg.experiment_seed or 0,
             test_mode=True,
             context_dir=context_dir,
         )
@@ -119,7 +170,7 @@ def run_test_mode(
             trained = built.controller.train(num_batches)
         with _stage("[2/4] validating on 1 batch", "validate", timings, out):
             validated = built.controller.validate(max_batches=1)
-        dest = Path(tempfile.mkdtemp(prefix="detlite-test-")) / str(uuid.uuid4())
+        dest = work / str(uuid.uuid4())
         with _stage("[3/4] saving a checkpoint", "checkpoint", timings, out):
             save_checkpoint(built.controller, built.adapter, dest)
     finally:
@@ -139,10 +190,8 @@ def run_test_mode(
                 )
         finally:
             rebuilt.controller.close()
-    total = sum(timings.values())
-    print(f"test mode passed in {total:.2f} s; the checkpoint is kept at {dest}", file=out)
     return TestModeResult(
-        entrypoint=entrypoint,
+        entrypoint=str(cfg.entrypoint),
         hparams=hparams,
         batches_trained=built.controller.batches_trained,
         training_metrics=dict(trained.metrics),

@@ -16,18 +16,22 @@ if TYPE_CHECKING:
     from detlite.keras.checkpoint import KerasFormat, LegacyH5Format
     from detlite.keras.context import TFKerasTrialContext
     from detlite.keras.controller import KerasController
+    from detlite.keras.input_data import ArrayLike, InputData, SequenceAdapter
     from detlite.keras.trial import TFKerasTrial
 
     KerasTrial = TFKerasTrial
     KerasTrialContext = TFKerasTrialContext
 
 __all__ = [
+    "ArrayLike",
+    "InputData",
     "KerasAdapter",
     "KerasController",
     "KerasFormat",
     "KerasTrial",
     "KerasTrialContext",
     "LegacyH5Format",
+    "SequenceAdapter",
     "TFKerasTrial",
     "TFKerasTrialContext",
     "callbacks",
@@ -35,12 +39,15 @@ __all__ = [
 
 # name -> (module, attribute); an empty attribute names the module itself
 _LAZY: dict[str, tuple[str, str]] = {
+    "ArrayLike": ("detlite.keras.input_data", "ArrayLike"),
+    "InputData": ("detlite.keras.input_data", "InputData"),
     "KerasAdapter": ("detlite.keras.adapter", "KerasAdapter"),
     "KerasController": ("detlite.keras.controller", "KerasController"),
     "KerasFormat": ("detlite.keras.checkpoint", "KerasFormat"),
     "KerasTrial": ("detlite.keras.trial", "TFKerasTrial"),
     "KerasTrialContext": ("detlite.keras.context", "TFKerasTrialContext"),
     "LegacyH5Format": ("detlite.keras.checkpoint", "LegacyH5Format"),
+    "SequenceAdapter": ("detlite.keras.input_data", "SequenceAdapter"),
     "TFKerasTrial": ("detlite.keras.trial", "TFKerasTrial"),
     "TFKerasTrialContext": ("detlite.keras.context", "TFKerasTrialContext"),
     "callbacks": ("detlite.keras.callbacks", ""),

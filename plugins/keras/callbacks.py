@@ -115,7 +115,7 @@ class TensorBoard(Callback, keras.callbacks.TensorBoard):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if importlib.util.find_spec("tensorboard") is None:
             raise FrameworkUnavailable(
-                "the TensorBoard callback", ["tensorboard"], "pip install tensorboard"
+                "the TensorBoard callback", ["tensorboard"], "pip install 'detlite[tensorboard]'"
             )
         super().__init__(*args, **kwargs)
         self._batches_trained = 0

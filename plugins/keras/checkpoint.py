@@ -35,6 +35,7 @@ import numpy as np
 
 from detlite.errors import CheckpointError, CorruptCheckpoint
 from detlite.interfaces import CheckpointFormat
+from detlite.keras.callbacks import Callback
 
 if TYPE_CHECKING:
     from detlite.harness import BuiltTrial
@@ -134,7 +135,8 @@ def write_checkpoint(
     if serializable:
         model.save(path / MODEL_FILE)
     _pickle(get_rng_state(), path / RNG_FILE)
-    states = {name: cb.get_state() for name, cb in callbacks.items()}
+    # Plain Keras callbacks have no state to keep (and no get_state).
+    states = {name: cb.get_state() for name, cb in callbacks.items() if isinstance(cb, Callback)}
     _pickle({k: v for k, v in states.items() if v is not None}, path / CALLBACKS_FILE)
     state = {
         "batches_trained": batches_trained,

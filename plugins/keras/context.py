@@ -4,7 +4,9 @@ Keras 3 needs no proxy model: ``wrap_model`` records the model (and must come be
 ``compile``, as in Determined, so that a later release can wrap it for several processes),
 ``wrap_dataset`` and ``wrap_optimizer`` record and return their argument on one slot, and
 ``configure_fit`` keeps the ``fit()`` options the controller passes on. An unmanaged
-context (loading a checkpoint) records the same objects; nothing changes them.
+context (loading a checkpoint, ``create_trial_instance``) records the same objects;
+nothing changes them, and calling the trial's ``build_model()`` again, as a notebook does,
+records the new model in place of the old one.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class TFKerasTrialContext(TrialContext):
 
         if not isinstance(model, keras.Model):
             raise TypeError(f"wrap_model() takes a keras.Model, not {type(model).__name__}")
-        if self.model is not None and self.model is not model:
+        if self.model is not None and self.model is not model and self.env.managed_training:
             raise InvalidExperiment(
                 "wrap_model() was called twice with different models; a TFKerasTrial trains "
                 "one keras.Model (combine several into one functional model)"

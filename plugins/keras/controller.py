@@ -10,12 +10,16 @@ as Determined's were.
 The trial's callbacks (``keras_callbacks()``) see one training run across workloads and
 resumes, with the hooks described in ``detlite.keras.callbacks``. Their per-batch hooks
 are forwarded from inside ``fit`` only when some callback has them, so a trial without
-callbacks adds nothing per batch.
+callbacks adds nothing per batch. A Keras ``TensorBoard`` callback left at its default
+``log_dir`` (``./logs``, which would be the trial's code folder) writes into the trial's
+TensorBoard folder instead (``detlite.tensorboard.get_base_path``), whose files are
+uploaded and shown by ``detlite tensorboard``, as Determined did.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +32,7 @@ from detlite.keras.callbacks import Callback
 from detlite.keras.checkpoint import read_checkpoint, write_checkpoint
 from detlite.keras.context import TFKerasTrialContext
 from detlite.keras.trial import TFKerasTrial
+from detlite.tensorboard import get_base_path
 from detlite.trial import Trial, TrialContext
 
 __all__ = ["KerasController"]
@@ -35,6 +40,9 @@ __all__ = ["KerasController"]
 log = logging.getLogger("detlite.trial")
 
 _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_epoch_begin", "on_epoch_end")
+
+#: ``keras.callbacks.TensorBoard``'s default ``log_dir``.
+_KERAS_LOG_DIR = "logs"
 
 
 def _overrides(callback: keras.callbacks.Callback, hook: str) -> bool:
@@ -134,6 +142,11 @@ class KerasController(TrialController):
                     f"{self._name}.keras_callbacks()[{index}] is a {type(callback).__name__}, "
                     "not a keras.callbacks.Callback"
                 )
+            if (
+                isinstance(callback, keras.callbacks.TensorBoard)
+                and os.path.normpath(callback.log_dir) == _KERAS_LOG_DIR
+            ):
+                callback.log_dir = str(get_base_path())
             named[f"{index}:{type(callback).__name__}"] = callback
         return named
 

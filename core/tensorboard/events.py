@@ -8,10 +8,12 @@ strings, are left out. TensorBoard's scalars are 32-bit floats.
 
 The format, as TensorBoard reads it:
 
-- A file ``events.out.tfevents.<seconds>.<host>.<pid>.<n>`` is a sequence of records, each
-  framed as TFRecord does: the payload's length (u64, little-endian), the masked CRC-32C of
-  those 8 bytes (u32), the payload, the masked CRC-32C of the payload (u32). Masking rotates
-  the CRC right by 15 bits and adds ``0xA282EAD8``.
+- A file ``events.out.tfevents.<seconds>.<host>.<pid>.<n>.detlite`` is a sequence of
+  records, each framed as TFRecord does: the payload's length (u64, little-endian), the
+  masked CRC-32C of those 8 bytes (u32), the payload, the masked CRC-32C of the payload
+  (u32). Masking rotates the CRC right by 15 bits and adds ``0xA282EAD8``. The suffix keeps
+  the name apart from a file that a trial's own SummaryWriter opens in the same folder in
+  the same second: TensorFlow's writers name theirs the same way, counter included.
 - Each payload is a serialized ``Event`` protocol buffer: ``wall_time`` (field 1, double),
   ``step`` (2, int64) and one of ``file_version`` (3, string) or ``summary`` (5, a
   ``Summary`` of repeated ``Value`` (1), each with ``tag`` (1, string) and ``simple_value``
@@ -167,7 +169,7 @@ class EventFileWriter:
         self.directory = Path(directory)
         name = (
             f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}."
-            f"{os.getpid()}.{next(_counter)}"
+            f"{os.getpid()}.{next(_counter)}.detlite"
         )
         self.path = self.directory / name
         version = _event_header(time.time(), 0) + _length_delimited(3, FILE_VERSION.encode())
