@@ -325,10 +325,15 @@ class Plugins:
     def searcher_config_models(
         self, *, exclude: tuple[str, ...] = ()
     ) -> dict[str, type[BaseModel]]:
-        """The config models of plugin search methods that are installed, by name."""
+        """The config models of plugin search methods, by name. A searcher whose plugin's
+        requirements are missing gets a model that refuses every section with the
+        command that installs them, so a config naming it says what to do."""
         models: dict[str, type[BaseModel]] = {}
         for name, reg in self.registrations("searcher").items():
-            if name in exclude or not reg.is_available():
+            if name in exclude:
+                continue
+            if not reg.is_available():
+                models[name] = _missing_searcher(reg)
                 continue
             try:
                 models[name] = reg.load().config_model
@@ -452,3 +457,23 @@ def _strict() -> bool:
 def get_plugins() -> Plugins:
     """The process-wide plugins, discovered on first use. Tests build their own."""
     return Plugins.discover()
+
+
+def _missing_searcher(reg: Registration) -> type[BaseModel]:
+    """A searcher config model that refuses any section: its plugin's modules are missing."""
+    from pydantic import BaseModel, model_validator
+
+    install = reg.install or f"pip install {' '.join(reg.missing())}"
+    message = (
+        f"searcher {reg.name!r} needs {', '.join(reg.missing())}, which is not installed: {install}"
+    )
+
+    class MissingSearcher(BaseModel):
+        name: str
+
+        @model_validator(mode="before")
+        @classmethod
+        def refuse(cls, data: Any) -> Any:
+            raise ValueError(message)
+
+    return MissingSearcher

@@ -214,9 +214,14 @@ class ASHASearch(SearchMethod):
             value = max(value, done / self.max_trials)
         return min(1.0, value)
 
+    def _hparams(self, ctx: SearcherContext) -> dict[str, Any]:
+        """A new trial's hyperparameters: a random draw. A subclass may choose them otherwise
+        (the optuna plugin asks its sampler) and keep the rungs as they are."""
+        return ctx.sample_hparams()
+
     def _create(self, ctx: SearcherContext) -> list[Operation]:
         request_id = ctx.new_request_id()
-        hparams = ctx.sample_hparams()
+        hparams = self._hparams(ctx)
         self._trial_rung[request_id] = 0
         self._busy.add(request_id)
         return [Create(request_id, hparams), ValidateAfter(request_id, self._rungs[0].length)]

@@ -1,0 +1,161 @@
+"""Real ``optuna`` searches: trial workers on the local resource manager, the master's database
+holding the study, the fake framework's LinearTrial as the (fast) trial.
+
+- ``create(..., local=True)`` runs a TPE + ASHA search and a TPE + median search on the
+  embedded master to COMPLETED; every trial reached the study with its validations;
+- a ``detlite master`` killed (SIGKILL) mid-search and started again on its database
+  continues the same study: no trial is repeated or lost.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from detlite.api import ExperimentState
+from detlite.experimental import create
+from detlite.experimental._embedded import current_embedded_master, stop_embedded_master
+from detlite.launch import free_port
+from detlite.master import db as master_db
+from detlite.master.orm import Experiment
+from detlite.testing import LinearTrial, linear_config
+from tests.e2e import test_search_local as e2e
+
+
+@pytest.fixture(autouse=True)
+def _fake_framework_in_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("DETLITE_EXTRA_PLUGINS", "detlite.testing:FakeFrameworkPlugin")
+    monkeypatch.setenv("DETLITE_MASTER_RETRY_S", "30")
+    yield
+    stop_embedded_master()
+
+
+def hyperparameters() -> dict[str, Any]:
+    hparams = linear_config()["hyperparameters"]
+    hparams["lr"] = {"type": "log", "minval": -2.5, "maxval": -0.5}
+    hparams["momentum"] = {"type": "double", "minval": 0.0, "maxval": 0.9}
+    return hparams
+
+
+def searcher_state(db_url: str, exp_id: int) -> dict[str, Any]:
+    engine = master_db.create_engine(db_url)
+    try:
+        with master_db.make_sessionmaker(engine)() as session:
+            state = session.scalar(
+                sa.select(Experiment.searcher_state).where(Experiment.id == exp_id)
+            )
+            assert isinstance(state, dict)
+            return state
+    finally:
+        engine.dispose()
+
+
+def validation_losses(api: httpx.Client, trial_id: int) -> list[list[float]]:
+    return [[n, m["validation_loss"]] for n, m in e2e.metrics(api, trial_id, "validation")]
+
+
+def check_study(state: dict[str, Any], validations: dict[str, list[list[float]]]) -> None:
+    """The study holds one finished trial per detlite trial, with its validations."""
+    method = state["method"]
+    records = method["study"]["trials"]
+    assert len(records) == len(validations)
+    assert {r["state"] for r in records} <= {"COMPLETE", "PRUNED"}
+    for rid, number in method["numbers"]:
+        assert records[number]["intermediate"] == validations[str(rid)]
+
+
+@pytest.mark.parametrize("early_stopping", ["asha", "median"])
+def test_search_on_the_embedded_master(tmp_path: Path, early_stopping: str) -> None:
+    cfg = linear_config()
+    cfg["hyperparameters"] = hyperparameters()
+    cfg["searcher"] = {
+        "name": "optuna",
+        "metric": "validation_loss",
+        "max_trials": 6,
+        "max_length": {"batches": 8},
+        "max_concurrent_trials": 2,
+        "early_stopping": early_stopping,
+        "divisor": 2,
+        "sampler_options": {"n_startup_trials": 2},
+    }
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    ref = create(LinearTrial, cfg, local=True, context_dir=str(ctx))
+    assert ref.get_state() is ExperimentState.COMPLETED
+    embedded = current_embedded_master()
+    assert embedded is not None
+    with httpx.Client(base_url=embedded.url) as api:
+        login = api.post("/api/v1/auth/login", json={"username": "determined"})
+        api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        trials = e2e.trials_of(api, ref.id)
+        validations = {t["requestId"]: validation_losses(api, t["id"]) for t in trials}
+    assert len(trials) == 6
+    assert len({json.dumps(t["hparams"], sort_keys=True) for t in trials}) == 6
+    check_study(searcher_state(embedded.settings.db_url, ref.id), validations)
+    lengths = {v[-1][0] for v in validations.values()}
+    assert 8 in lengths  # someone trained to max_length
+    if early_stopping == "asha":
+        assert min(lengths) < 8 and lengths <= {2, 4, 8}  # the others stopped at rungs
+
+
+def test_a_killed_master_continues_the_same_study(tmp_path: Path) -> None:
+    port = free_port()
+    db_url = f"sqlite:///{tmp_path / 'master.db'}"
+    searcher = {
+        "name": "optuna",
+        "max_trials": 6,
+        "max_length": {"batches": 12},
+        "max_concurrent_trials": 2,
+        "early_stopping": "asha",
+        "divisor": 2,
+        "sampler_options": {"n_startup_trials": 2},
+    }
+    hparams = {**hyperparameters(), "sleep": 0.05}
+    first = e2e._start_master(tmp_path, port)
+    second = None
+    url = f"http://127.0.0.1:{port}"
+    try:
+        login = httpx.post(f"{url}/api/v1/auth/login", json={"username": "determined"})
+        headers = {"Authorization": f"Bearer {login.json()['token']}"}
+        with httpx.Client(base_url=url, headers=headers) as api:
+            exp_id = e2e.create(api, e2e.config(tmp_path, searcher, hyperparameters=hparams))
+
+            def validated() -> int:
+                found = e2e.trials_of(api, exp_id)
+                return sum(bool(e2e.metrics(api, t["id"], "validation")) for t in found)
+
+            e2e.wait_for("three trials with a validation", lambda: validated() >= 3)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        before = searcher_state(db_url, exp_id)["method"]["study"]["trials"]
+        assert 3 <= len(before) < 6
+        second = e2e._start_master(tmp_path, port)
+        with httpx.Client(base_url=url, headers=headers) as api:
+            e2e.wait_for("the search to end", lambda: e2e.exp_state(api, exp_id) in e2e.ENDED)
+            assert e2e.exp_state(api, exp_id) == "STATE_COMPLETED"
+            trials = e2e.trials_of(api, exp_id)
+            validations = {t["requestId"]: validation_losses(api, t["id"]) for t in trials}
+        assert len(trials) == 6
+        assert len({json.dumps(t["hparams"], sort_keys=True) for t in trials}) == 6
+        state = searcher_state(db_url, exp_id)
+        check_study(state, validations)
+        after = state["method"]["study"]["trials"]
+        # The trials the first master had asked for are the first ones of the same study.
+        assert [r["params"] for r in after[: len(before)]] == [r["params"] for r in before]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
