@@ -1,12 +1,16 @@
-"""Running an example's ``train.py`` as a user would, for the framework suites' tests."""
+"""Running an example's ``train.py`` as a user would, and writing a trial's context folder,
+for the framework suites' tests."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+import pytest
 
 
 def run_example(
@@ -39,3 +43,20 @@ def run_example(
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert list(cwd.iterdir()) == []  # nothing written where the user stands
     return result.stdout
+
+
+def write_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_def: str, **files: str
+) -> Path:
+    """A context folder ``tmp_path/ctx`` holding ``model_def.py`` (and ``files``, by name).
+
+    Test mode keeps its checkpoint in a new temporary directory: those go under
+    ``tmp_path/tmp`` too, never the machine's own temporary folder."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "model_def.py").write_text(model_def)
+    for name, text in files.items():
+        (ctx / name).write_text(text)
+    return ctx

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from detlite.experimental._local import local_execution
 from detlite.hparams import sample_hparams
 from detlite.plugins import Plugins
 from detlite.testing.fake import linear_config
+from tests.examples import write_context
 
 MODEL_DEF = """
 from pathlib import Path
@@ -57,14 +57,7 @@ class FailingTrial(LinearTrial):
 
 @pytest.fixture
 def context_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # Test mode keeps its checkpoint in a new temporary directory: keep those in tmp_path.
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "model_def.py").write_text(MODEL_DEF)
-    (ctx / "note.txt").write_text("hello")
-    return ctx
+    return write_context(tmp_path, monkeypatch, MODEL_DEF, **{"note.txt": "hello"})
 
 
 def trial(context_dir: Path, name: str = "SmallTrial") -> Any:

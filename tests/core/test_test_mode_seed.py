@@ -10,7 +10,6 @@ that sets it always samples the same ones.
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from detlite.context import import_entrypoint
 from detlite.experimental import create
 from detlite.plugins import Plugins
 from detlite.testing.fake import linear_config
+from tests.examples import write_context
 
 MODEL_DEF = """
 from detlite.testing.fake import LinearTrial
@@ -37,12 +37,7 @@ SEED_LINE = re.compile(
 
 @pytest.fixture
 def context_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "model_def.py").write_text(MODEL_DEF)
-    return ctx
+    return write_context(tmp_path, monkeypatch, MODEL_DEF)
 
 
 def config(**changes: Any) -> dict[str, Any]:

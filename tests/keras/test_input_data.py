@@ -10,7 +10,6 @@ call) wrapped in a ``SequenceAdapter`` with loading options, its validation data
 
 from __future__ import annotations
 
-import tempfile
 import typing
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from detlite.context import import_entrypoint
 from detlite.experimental import create
 from detlite.keras import InputData, SequenceAdapter
 from detlite.keras._data import as_training_data
+from tests.examples import write_context
 
 MODEL_DEF = """
 import keras
@@ -71,12 +71,7 @@ class AnnotatedTrial(TFKerasTrial):
 
 @pytest.fixture
 def context_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "model_def.py").write_text(MODEL_DEF)
-    return ctx
+    return write_context(tmp_path, monkeypatch, MODEL_DEF)
 
 
 def test_an_annotated_trial_defines_and_passes_test_mode(context_dir: Path) -> None:

@@ -10,7 +10,6 @@ where ``detlite tensorboard`` serves them. A ``log_dir`` the trial chose is left
 from __future__ import annotations
 
 import base64
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from detlite.context import import_entrypoint
 from detlite.experimental import create
 from detlite.master.context_archive import pack_directory
+from tests.examples import write_context
 from tests.exec.test_worker_e2e import _trials, _wait_for, scheduling_master
 from tests.master import conftest as _master_fixtures
 
@@ -74,12 +74,7 @@ def config(**changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def context_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "model_def.py").write_text(MODEL_DEF)
-    return ctx
+    return write_context(tmp_path, monkeypatch, MODEL_DEF)
 
 
 def runs(folder: Path) -> dict[str, int]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from detlite.experimental import Determined, create
 from detlite.master.context_archive import pack_directory
 from detlite.storage import SharedFSStorage
 from detlite.tensorboard import read_events
+from tests.examples import write_context
 from tests.exec.test_worker_e2e import _trials, _wait_for, scheduling_master
 from tests.master import conftest as _master_fixtures
 
@@ -108,12 +108,7 @@ def gan_config(**changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def context_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "model_def.py").write_text(GAN_MODEL_DEF)
-    return ctx
+    return write_context(tmp_path, monkeypatch, GAN_MODEL_DEF)
 
 
 def torch_events(folder: Path) -> dict[str, list[int]]:
