@@ -21,6 +21,8 @@ from detlite.config._base import ConfigModel
 from detlite.config._errors import TypeTag, problems_error, show
 
 __all__ = [
+    "MAX_PART_BYTES",
+    "MAX_PATH_BYTES",
     "PROPAGATIONS",
     "AbsolutePath",
     "DataLayerConfig",
@@ -31,6 +33,7 @@ __all__ = [
     "SharedFSDataLayer",
     "SharedFSStorageConfig",
     "StorageConfig",
+    "fits_filesystem",
     "parse_storage_config",
 ]
 
@@ -38,11 +41,30 @@ Propagation = Literal["rprivate", "private", "rshared", "shared", "rslave", "sla
 PROPAGATIONS: tuple[str, ...] = ("rprivate", "private", "rshared", "shared", "rslave", "slave")
 
 
+#: The longest path and path component common filesystems take, in bytes of UTF-8
+#: (Linux's PATH_MAX, less its terminating NUL, and NAME_MAX).
+MAX_PATH_BYTES = 4095
+MAX_PART_BYTES = 255
+
+
+def fits_filesystem(path: str) -> str:
+    """``path`` if a filesystem can hold it, else ValueError: a longer one fails every use
+    with ENAMETOOLONG (on the master too, where it was a 500 instead of a refused config)."""
+    encoded = path.encode("utf-8", "surrogatepass")
+    longest = max((len(part) for part in encoded.split(b"/")), default=0)
+    if len(encoded) > MAX_PATH_BYTES or longest > MAX_PART_BYTES:
+        raise ValueError(
+            f"expected a path of at most {MAX_PATH_BYTES:,} bytes whose parts have at most "
+            f"{MAX_PART_BYTES} bytes (a filesystem's limits), got {show(path)}"
+        )
+    return path
+
+
 def _absolute(path: str) -> str:
     # Containers are POSIX, but a local run on Windows names its own drive paths.
     if not (PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute()):
         raise ValueError(f"expected an absolute path, got {show(path)}")
-    return path
+    return fits_filesystem(path)
 
 
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
@@ -61,7 +83,7 @@ class SharedFSStorageConfig(_GarbageCollection):
 
     type: Literal["shared_fs"]
     host_path: AbsolutePath
-    storage_path: str | None = None
+    storage_path: Annotated[str, AfterValidator(fits_filesystem)] | None = None
     container_path: str | None = None
     checkpoint_path: str | None = None
     tensorboard_path: str | None = None

@@ -20,7 +20,8 @@ each refusal is the one JSON error shape of ``detlite.master.errors``:
 3. **Body under a cap and a clock.** The whole body is read here, before admission, so the
    app never waits for a client. Its size is capped by the route's kind; an announced
    ``Content-Length`` over the cap is refused up front, a chunked body as soon as it passes
-   the cap: 413, naming the limit.
+   the cap: 413, naming the limit. A request with both a ``Content-Length`` and a
+   ``Transfer-Encoding`` is a 400: a proxy in front could frame it differently.
 
    - ``EXPERIMENT_BODY_LIMIT`` (160 MiB): ``POST /api/v1/experiments``. The context may hold
      ``MAX_CONTEXT_SIZE`` (95 MiB, ``detlite.master.context_archive``), sent as base64
@@ -398,6 +399,14 @@ class Admission:
     ) -> bytes | None:
         """The whole body (None if the client left), within the route's cap and in time."""
         where = f"{scope['method']} {scope['path']}"
+        if "transfer-encoding" in headers and "content-length" in headers:
+            # Two framings: a proxy in front may read the one uvicorn ignores (request
+            # smuggling), and the budget below would count the shorter (RFC 9112, 6.3).
+            raise _Refused(
+                400,
+                "the request has both Content-Length and Transfer-Encoding: send one",
+                close=True,
+            )
         declared = _declared_length(headers)
         if declared is not None and declared > limit:
             raise _too_large(where, limit)
@@ -466,7 +475,10 @@ def _too_large(where: str, limit: int) -> _Refused:
 
 
 def _declared_length(headers: Headers) -> int | None:
-    # uvicorn has refused a malformed Content-Length already; chunked bodies have none.
+    # uvicorn has refused a malformed Content-Length already; chunked bodies have none, and
+    # a Transfer-Encoding overrides a Content-Length sent with it.
+    if "transfer-encoding" in headers:
+        return None
     value = headers.get("content-length")
     return int(value) if value is not None and value.strip().isdigit() else None
 

@@ -493,6 +493,10 @@ def _remove_checkpoint(root: StorageRoot, uuid: str, relpaths: list[str] | None)
                     os.unlink(found.at(), dir_fd=found.dir_fd)
         except FileNotFoundError:
             continue
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            continue  # a name too long for the filesystem (an older master took it) is not there
     with _opened_dir(root, uuid, "") as (fd, path):
         empty = _prune_empty(fd, path)
     if empty:

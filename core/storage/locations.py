@@ -16,7 +16,8 @@ and ``s3_locations``) lists:
 
 ``storage_for(config, locations)`` is the only way the master builds a backend: it checks
 first, so the master never opens a path, nor builds an S3 client (and so never signs a
-request with its own credentials), for a location the operator did not list. It is called
+request with its own credentials), for a location the operator did not list; an S3 client
+is built with the listed endpoint, in its normalized spelling. It is called
 at every use (experiment creation, GC, experiment deletion, file serving), with the
 settings the master runs with now: a master restarted with a smaller list refuses an old
 experiment's location instead of touching it.
@@ -176,7 +177,14 @@ class StorageLocations:
                 if best is None or len(below) < len(best[1]):
                     best = (base, below)
         if best is None:
-            shown = f"{location}" + (f" (real path {real})" if real != location else "")
+            # Where a link below an allowed root leads is worth saying; where a path outside
+            # every root leads is the host's business (a refusal must not be a way to read
+            # links anywhere on it).
+            shown = str(location)
+            if real != location and any(
+                location == Path(root) or Path(root) in location.parents for root in self._roots()
+            ):
+                shown += f" (real path {real})"
             raise self._refuse(f"checkpoint_storage of type shared_fs is at {shown}")
         return best
 
@@ -216,5 +224,8 @@ def storage_for(
     if config.type == "shared_fs":
         base, below = locations.shared_fs_root(config)
         return SharedFSStorage(config, root=StorageRoot(base, below))
-    locations.s3_location(config)
-    return storage_from_config(config)
+    allowed = locations.s3_location(config)
+    # Contact the endpoint as the operator listed it: the config's spelling compared equal
+    # once normalized, but botocore refuses some such spellings (a trailing space or control
+    # character), and each later use of the storage then failed, deletion included.
+    return storage_from_config(config.model_copy(update={"endpoint_url": allowed.endpoint_url}))

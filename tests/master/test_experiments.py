@@ -194,7 +194,7 @@ def test_create_get_and_model_def(master: LiveMaster, tmp_path: Path) -> None:
 
 
 def test_create_rejects_bad_configs_and_contexts(
-    master: LiveMaster, monkeypatch: pytest.MonkeyPatch
+    master: LiveMaster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     with master.client(master.login("determined")) as client:
 
@@ -214,8 +214,10 @@ def test_create_rejects_bad_configs_and_contexts(
         assert_error(create(config="/etc/passwd"), 400, "invalid experiment config")
         assert_error(create(config=42), 400)
         unmounted = linear_config()
-        unmounted["checkpoint_storage"] = {"type": "shared_fs", "host_path": "/nonexistent/ckpt"}
-        error = assert_error(create(config=unmounted), 400, "'/nonexistent/ckpt' is not a dir")
+        # Inside the allowed root (tmp_path), but missing: as a share not mounted here.
+        missing = tmp_path / "unmounted"
+        unmounted["checkpoint_storage"] = {"type": "shared_fs", "host_path": str(missing)}
+        error = assert_error(create(config=unmounted), 400, f"'{missing}' is not a dir")
         assert "mount the shared filesystem" in error["message"]
 
         def archive(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> httpx.Response:

@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from detlite.api.enums import CheckpointState
+from detlite.config.storage import fits_filesystem
 from detlite.errors import APIError, Conflict, CorruptCheckpoint, NotFound
 from detlite.master.orm import Checkpoint, Experiment, Trial, User, ValidationMetrics, utcnow
 from detlite.master.queries.users import require_owner_or_admin
@@ -273,7 +274,9 @@ def _files_json(files: Mapping[str, schemas.FileEntry]) -> dict[str, dict[str, A
     for path in sorted(files):
         try:
             check_relpath(path, "the reported checkpoint")
-        except CorruptCheckpoint as exc:
+            # A name no filesystem holds: deleting the checkpoint would fail forever.
+            fits_filesystem(path)
+        except (CorruptCheckpoint, ValueError) as exc:
             raise APIError(f"files: {exc}", status=400) from None
         out[path] = {"size": files[path].size, "sha256": files[path].sha256}
     return out

@@ -183,8 +183,15 @@ def create_experiment(
     # Workers need to know where checkpoints go: the master's storage unless the config says.
     settings = get_state(request).settings
     config = with_default_storage(config, settings.storage_path)
-    check_storage_reachable(config)
+    # Allowed first: the master looks at nothing on its host outside the allowed locations,
+    # not even whether a directory exists there.
     check_storage_allowed(config, settings.storage_locations)
+    try:
+        check_storage_reachable(config)
+    except OSError as exc:
+        raise InvalidExperiment(
+            f"checkpoint_storage.host_path cannot be used on the master's host: {exc.strerror}"
+        ) from None
     archive = _context_of(body)
     native = config.internal.native if config.internal is not None else None
     given = body.model_definition is not None or body.context_archive is not None

@@ -52,9 +52,12 @@ PLOTLY_MISSING = (
 
 
 def _ui_file(name: str) -> Path | None:
-    resource = importlib.resources.files("detlite.master.ui") / name
-    path = Path(str(resource))
-    return path if path.is_file() else None
+    """The package's file ``name``, found among its entries: a name from a request is never
+    looked up on disk itself (one of 5,000 bytes made ``stat`` fail, a 500)."""
+    for resource in importlib.resources.files("detlite.master.ui").iterdir():
+        if resource.name == name and resource.is_file():
+            return Path(str(resource))
+    return None
 
 
 def plotly_js() -> Path | None:

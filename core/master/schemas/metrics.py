@@ -127,9 +127,23 @@ class GetMetricsResponse(WireModel):
     pagination: Pagination
 
 
+#: A log line's time, in UTC, lies between these: a session in any time zone can then read
+#: it back (year 1 at +14:00 is before the first day Python or PostgreSQL can show).
+EARLIEST_TIME = dt.datetime(1, 1, 2, tzinfo=dt.timezone.utc)
+LATEST_TIME = dt.datetime(9999, 12, 30, tzinfo=dt.timezone.utc)
+
+
 def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)  # a naive time is taken as UTC
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)  # a naive time is taken as UTC
+    try:
+        in_range = EARLIEST_TIME <= value.astimezone(dt.timezone.utc) <= LATEST_TIME
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise ValueError(f"must lie between {EARLIEST_TIME.date()} and {LATEST_TIME.date()} (UTC)")
     return value
 
 
