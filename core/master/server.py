@@ -8,13 +8,14 @@ requests in flight finish, the scheduler stops its workers, the resource manager
 the engine is disposed, and ``serve`` returns normally. Either signal also stops a master
 that is still connecting to its resource manager (``serve`` then returns at once).
 
-uvicorn runs with its h11 protocol (``http="h11"``, whether or not httptools is installed),
-because that is the one whose request head has a size bound: a request line and headers over
+uvicorn runs with its h11 protocol (whether or not httptools is installed), because that is
+the one whose request head has a size bound: a request line and headers over
 ``MAX_HEADER_BYTES`` (16 KiB) get a 400. An idle keep-alive connection is closed after
-``KEEP_ALIVE_TIMEOUT`` seconds. Bodies are capped and timed in the app
-(``detlite.master._limits``). uvicorn has no timeout for a request's head: a client that
-sends its headers slowly keeps its connection (a file descriptor, no slot) open; put a
-reverse proxy in front of a master that strangers can reach.
+``KEEP_ALIVE_TIMEOUT`` seconds. ``detlite.master._connections`` adds a time limit on each
+request's head and a cap on open connections below the process's file limit (which is
+raised to the hard limit at start), so that clients that connect and say nothing cannot
+take every file descriptor. Bodies are capped and timed in the app
+(``detlite.master._limits``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import uvicorn.config
 from detlite.errors import DetliteError
 from detlite.interfaces import ResourceManager
 from detlite.master import db
+from detlite.master._connections import GuardedH11Protocol, raise_descriptor_limit
 from detlite.master._limits import MAX_HEADER_BYTES
 from detlite.master.app import create_app
 from detlite.master.dblock import lock_database, record_holder, release
@@ -132,6 +134,7 @@ def _run(
         record_holder(lock, url, "master")
         on_ready(url)
 
+    raise_descriptor_limit()
     config = uvicorn.Config(
         create_app(settings, resource_manager=rm),
         host=settings.host,
@@ -139,7 +142,7 @@ def _run(
         log_level=log_level,
         log_config=_log_config(log_level),
         lifespan="on",
-        http="h11",
+        http=GuardedH11Protocol,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import random
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from detlite.master import context_archive
 from detlite.master.orm import Experiment, TrainingMetrics, Trial
 from detlite.master.queries.experiments import trial_ends
 from detlite.master.queries.trials import create_trial
+from detlite.master.routers.experiments import CONTEXT_CHUNK
 from detlite.testing.fake import linear_config
 from tests.master.conftest import LiveMaster, assert_error
 
@@ -184,11 +186,19 @@ def test_create_get_and_model_def(master: LiveMaster, tmp_path: Path) -> None:
         blob = client.get(f"/api/v1/experiments/{second['id']}/model_def").json()["b64Tgz"]
         assert base64.b64decode(blob) == archive
 
+        # A context of several streamed pieces, the last one short, comes back whole.
+        size = CONTEXT_CHUNK * 2 + 7
+        big = tgz([(member("blob.bin"), random.Random(5).randbytes(size))])
+        third = post_experiment(client, contextArchive=b64(big), activate=False)["experiment"]
+        answer = client.get(f"/api/v1/experiments/{third['id']}/model_def")
+        assert int(answer.headers["content-length"]) == len(answer.content)
+        assert base64.b64decode(answer.json()["b64Tgz"]) == big
+
         # validateOnly stores nothing and answers the config it would store.
         checked = post_experiment(client, validateOnly=True)
         assert checked["experiment"] is None and checked["config"]["description"] == "fake-linear"
         listed = client.get("/api/v1/experiments").json()
-        assert [e["id"] for e in listed["experiments"]] == [exp["id"], second["id"]]
+        assert [e["id"] for e in listed["experiments"]] == [exp["id"], second["id"], third["id"]]
         assert_error(client.get("/api/v1/experiments/999999"), 404, "experiment 999999 not found")
         assert_error(client.get("/api/v1/experiments/99999999999"), 400)
 

@@ -66,6 +66,7 @@ import sqlalchemy as sa
 from detlite.api.enums import CheckpointState, ExperimentState
 from detlite.errors import InvalidExperiment
 from detlite.master import context_archive
+from detlite.master._connections import HEAD_TIMEOUT
 from detlite.master.orm import Checkpoint, Experiment, Model, User
 from detlite.master.queries.users import issue_token
 from detlite.storage.locations import S3Location
@@ -569,12 +570,6 @@ def _master_with_few_descriptors(db_url: str, tmp_path: Path, limit: int) -> Any
     raise AssertionError(f"the master did not start:\n{out.read_text()}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn keeps a connection that never sends a request for ever; enough of them "
-    "exhaust the master's file descriptors (detlite.master.server needs a head timeout and "
-    "a cap on connections per client address)",
-)
 def test_idle_connections_leave_health_answering(database_url: str, tmp_path: Path) -> None:
     proc, url = _master_with_few_descriptors(database_url, tmp_path, limit=256)
     host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -592,6 +587,28 @@ def test_idle_connections_leave_health_answering(database_url: str, tmp_path: Pa
         proc.wait()
 
 
+def test_a_head_sent_slowly_is_cut_off(database_url: str, tmp_path: Path) -> None:
+    proc, url = _master_with_few_descriptors(database_url, tmp_path, limit=1024)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=HEAD_TIMEOUT * 3) as sock:
+            began = time.monotonic()
+            sock.sendall(b"GET /api/v1/health HTTP/1.1\r\n")
+            try:
+                for _ in range(int(HEAD_TIMEOUT * 3)):  # a header line a second, never done
+                    time.sleep(1)
+                    sock.sendall(b"X-Slow: 1\r\n")
+                closed = sock.recv(1) == b""
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+            assert closed, "the connection is still open"
+            assert time.monotonic() - began < HEAD_TIMEOUT + 5
+        assert httpx.get(f"{url}/api/v1/health", timeout=10).status_code == 200
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _rss_mib() -> int:
     """This process's resident memory (the master runs in it, in a thread)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -601,13 +618,6 @@ def _rss_mib() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /api/v1/experiments/{id}/model_def builds the whole context as one base64 "
-    "answer and gives its slot back when the answer starts: each client that then stops "
-    "reading keeps a copy (1.33x the context, 127 MB at the 95 MiB cap), with no limit on "
-    "how many; the context needs to be streamed in bounded chunks",
-)
 def test_stalled_readers_of_a_big_context_hold_no_copy_of_it(master: LiveMaster) -> None:
     token = master.login("determined")
     buffer = io.BytesIO()

@@ -28,9 +28,13 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio.to_thread
+import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from detlite.api.enums import ExperimentState
 from detlite.config import ExperimentConfig, parse_config_yaml
@@ -46,6 +50,7 @@ from detlite.errors import (
 from detlite.master import context_archive, gc
 from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import CurrentUser, DbSession, get_state
+from detlite.master.orm import Experiment
 from detlite.master.queries import experiments as queries
 from detlite.master.scheduler.defaults import (
     check_storage_allowed,
@@ -253,12 +258,45 @@ def get_experiment(experiment_id: ExperimentId, db: DbSession) -> ExperimentResp
     return _response(db, queries.get_experiment(db, experiment_id))
 
 
-@router.get("/{experiment_id}/model_def")
-def get_model_def(experiment_id: ExperimentId, db: DbSession) -> ModelDefResponse:
-    """The experiment's context directory as a base64 ``.tar.gz`` (for trial workers)."""
-    row = queries.get_experiment(db, experiment_id)
-    data = row.context_archive or context_archive.empty_archive()
-    return ModelDefResponse(b64_tgz=base64.b64encode(data).decode("ascii"))
+#: The context is read from the database and sent this many bytes at a time (a multiple of
+#: 3, so that the base64 of the pieces is the base64 of the whole).
+CONTEXT_CHUNK = 3 * 512 * 1024
+
+
+@router.get("/{experiment_id}/model_def", response_model=ModelDefResponse)
+def get_model_def(experiment_id: ExperimentId, request: Request, db: DbSession) -> Response:
+    """The experiment's context directory as a base64 ``.tar.gz`` (for trial workers).
+
+    The answer (``{"b64Tgz": "..."}``, up to 127 MB) is streamed: each piece of the archive
+    is read from the database when the client has taken the one before, so a client that
+    stops reading holds one piece of it, not a copy of the whole (its slot is given back
+    when the answer starts, ``detlite.master._limits``)."""
+    queries.get_experiment(db, experiment_id)  # 404 when there is none
+    column = Experiment.context_archive
+    size = db.scalar(sa.select(sa.func.length(column)).where(Experiment.id == experiment_id))
+    if not size:
+        empty = base64.b64encode(context_archive.empty_archive()).decode("ascii")
+        return JSONResponse(ModelDefResponse(b64_tgz=empty).model_dump(by_alias=True))
+    maker = get_state(request).sessionmaker
+    head, tail = b'{"b64Tgz":"', b'"}'
+
+    def piece(offset: int) -> bytes:
+        with maker() as session:
+            query = sa.select(sa.func.substr(column, offset + 1, CONTEXT_CHUNK))
+            data = session.scalar(query.where(Experiment.id == experiment_id))
+        if not data or len(data) != min(CONTEXT_CHUNK, size - offset):
+            raise RuntimeError(f"experiment {experiment_id}'s context changed while it was sent")
+        return base64.b64encode(data)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield head
+        for offset in range(0, size, CONTEXT_CHUNK):
+            yield await anyio.to_thread.run_sync(piece, offset)
+        yield tail
+
+    length = len(head) + 4 * ((size + 2) // 3) + len(tail)
+    headers = {"Content-Length": str(length)}
+    return StreamingResponse(pieces(), media_type="application/json", headers=headers)
 
 
 @router.patch("/{experiment_id}")
