@@ -1,12 +1,12 @@
 """``TFKerasTrialContext``: what a ``TFKerasTrial`` wraps its model, data and optimizer with.
 
 Keras 3 needs no proxy model: ``wrap_model`` records the model (and must come before
-``compile``, as in Determined, so that a later release can wrap it for several processes),
-``wrap_dataset`` and ``wrap_optimizer`` record and return their argument on one slot, and
-``configure_fit`` keeps the ``fit()`` options the controller passes on. An unmanaged
-context (loading a checkpoint, ``create_trial_instance``) records the same objects;
-nothing changes them, and calling the trial's ``build_model()`` again, as a notebook does,
-records the new model in place of the old one.
+``compile``, as in Determined; over several slots the controller builds it inside the
+strategy's scope), ``wrap_dataset`` and ``wrap_optimizer`` record and return their
+argument, and ``configure_fit`` keeps the ``fit()`` options the controller passes on. An
+unmanaged context (loading a checkpoint, ``create_trial_instance``) records the same
+objects; nothing changes them, and calling the trial's ``build_model()`` again, as a
+notebook does, records the new model in place of the old one.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class TFKerasTrialContext(TrialContext):
         self.model: Any = None
         self.optimizers: list[Any] = []
         self.datasets: list[Any] = []
+        #: Datasets wrapped with ``shard_dataset=False``: already this rank's own.
+        self.rank_local: list[Any] = []
         self.fit_config: dict[str, Any] = {
             "verbose": 0,
             "class_weight": None,
@@ -60,10 +62,15 @@ class TFKerasTrialContext(TrialContext):
         return model
 
     def wrap_dataset(self, dataset: Any, shard_dataset: bool = True) -> Any:
-        """Record a ``tf.data.Dataset``. One slot reads all of it, so nothing is sharded."""
-        if self.distributed.get_size() > 1 and shard_dataset:
-            raise InvalidExperiment("multi-slot Keras trials are not supported")
+        """Record a ``tf.data.Dataset`` of per-slot batches; it is returned unchanged.
+
+        Over several slots the controller gives each rank its share of every global batch
+        of training data (``detlite.keras._data``). ``shard_dataset=False`` says that
+        each rank's dataset is its own share already, to be read whole.
+        """
         self.datasets.append(dataset)
+        if not shard_dataset:
+            self.rank_local.append(dataset)
         return dataset
 
     def wrap_optimizer(self, optimizer: Any) -> Any:

@@ -14,12 +14,24 @@ callbacks adds nothing per batch. A Keras ``TensorBoard`` callback left at its d
 ``log_dir`` (``./logs``, which would be the trial's code folder) writes into the trial's
 TensorBoard folder instead (``detlite.tensorboard.get_base_path``), whose files are
 uploaded and shown by ``detlite tensorboard``, as Determined did.
+
+Over several slots (TensorFlow backend) every rank runs this controller in its own
+process, joined by a ``MultiWorkerMirroredStrategy`` (``detlite.keras.devices``):
+``build_model`` runs inside the strategy's scope, so the model's and the optimizer's
+variables are mirrored; each rank trains on its share of every global batch, handed to
+``fit`` as a distributed dataset; Keras scales each rank's loss so that the summed
+gradients are those of the mean over the global batch, and averages each step's metrics
+over the ranks, so every rank reports the same ones. ``train`` and ``validate`` are
+collective; ``save`` reads the mirrored variables locally and runs on the chief alone.
+``configure_fit(class_weight=...)`` is refused there: weight the samples in the data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,10 +39,11 @@ import keras
 
 from detlite.errors import InvalidExperiment
 from detlite.interfaces import DevicePlacement, TrainResult, TrialController, ValidationResult
-from detlite.keras._data import as_training_data, as_validation_data
+from detlite.keras._data import as_tf_dataset, as_training_data, as_validation_data
 from detlite.keras.callbacks import Callback
 from detlite.keras.checkpoint import read_checkpoint, write_checkpoint
 from detlite.keras.context import TFKerasTrialContext
+from detlite.keras.devices import strategy
 from detlite.keras.trial import TFKerasTrial
 from detlite.tensorboard import get_base_path
 from detlite.trial import Trial, TrialContext
@@ -90,7 +103,11 @@ class KerasController(TrialController):
         super().__init__(trial, context, placement)
         name = type(trial).__qualname__
         self._name = name
-        model = trial.build_model()
+        managed = context.env.managed_training
+        self._strategy = strategy(placement) if managed else None
+        self._size = placement.size if self._strategy is not None else 1
+        with self._scope():
+            model = trial.build_model()
         if context.model is None:
             raise InvalidExperiment(
                 f"{name}.build_model() must call context.wrap_model(model) before compiling it"
@@ -109,10 +126,18 @@ class KerasController(TrialController):
         self._seed = context.get_trial_seed()
         batch_size = context.get_per_slot_batch_size()
         fit = context.fit_config
+        training = trial.build_training_data_loader()
+        rank, size = placement.rank, self._size
+        if any(training is local for local in context.rank_local):
+            rank, size = 0, 1
         self._training = as_training_data(
-            trial.build_training_data_loader(), batch_size, self._seed, bool(fit["shuffle"])
+            training, batch_size, self._seed, bool(fit["shuffle"]), rank, size
         )
-        self._validation = as_validation_data(trial.build_validation_data_loader(), batch_size)
+        self._validation = as_validation_data(
+            trial.build_validation_data_loader(), batch_size, self._size
+        )
+        if self._strategy is not None:
+            self._build_for_strategy()
         self.callbacks = self._build_callbacks()
         self._callback_list = keras.callbacks.CallbackList(
             list(self.callbacks.values()), model=model
@@ -156,6 +181,32 @@ class KerasController(TrialController):
             return max(1, records // self.context.get_global_batch_size())
         return self._training.epoch_len or 1
 
+    def _build_for_strategy(self) -> None:
+        """Make every variable ``fit`` needs now, mirrored, from a batch of this rank's.
+
+        Keras 3 would do it in ``fit`` from a batch reduced with ``strategy.reduce``,
+        which a ``MultiWorkerMirroredStrategy`` refuses for an ``(x, y)`` structure; with
+        the model's own strategy cleared it skips that, and ``fit`` and ``evaluate`` find
+        the strategy through the scope they run in.
+        """
+        with self._scope():
+            self.model._symbolic_build(data_batch=self._training.first_batch())
+        self.model._distribute_strategy = None
+        # Keras averages each step's logs over the workers along their first axis, which
+        # scalar logs lack: give them one.
+        model = self.model
+        model.train_step = _with_axis(model.train_step)
+        model.test_step = _with_axis(model.test_step)
+
+    @contextlib.contextmanager
+    def _scope(self) -> Iterator[None]:
+        """The strategy's scope over several slots, where variables must be made."""
+        if self._strategy is None:
+            yield
+            return
+        with self._strategy.scope():
+            yield
+
     def _each(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks.values():
             if isinstance(callback, Callback):
@@ -165,7 +216,8 @@ class KerasController(TrialController):
         """Build a model that has no variables yet (subclassed) by calling it on a batch."""
         if self.model.built:
             return
-        self.model(self._training.first_inputs(), training=False)
+        with self._scope():
+            self.model(self._training.first_inputs(), training=False)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -183,20 +235,42 @@ class KerasController(TrialController):
         if self._batch_callbacks:
             callbacks.append(_Forward(self._batch_callbacks, start, self._epoch_len))
         fit = self.context.fit_config
-        history = self.model.fit(
-            **self._training.window(start, num_batches),
-            epochs=1,
-            shuffle=False,
-            verbose=fit["verbose"],
-            class_weight=fit["class_weight"],
-            callbacks=callbacks,
-        )
+        window = self._training.window(start, num_batches)
+        if self._strategy is not None:
+            if fit["class_weight"] is not None:
+                raise InvalidExperiment(
+                    "configure_fit(class_weight=...) works on one slot only: over "
+                    f"{self._size}, return (x, y, sample_weight) from "
+                    "build_training_data_loader() instead"
+                )
+            window = self._distributed(window["x"], num_batches)
+        with self._scope():
+            history = self.model.fit(
+                **window,
+                epochs=1,
+                shuffle=False,
+                verbose=fit["verbose"],
+                class_weight=fit["class_weight"],
+                callbacks=callbacks,
+            )
         self.batches_trained = start + num_batches
         metrics = {name: float(values[-1]) for name, values in history.history.items()}
         self._each("on_train_workload_end", self.batches_trained, metrics)
         self._check_stop()
-        num_inputs = num_batches * self.context.get_per_slot_batch_size()
+        num_inputs = num_batches * self.context.get_per_slot_batch_size() * self._size
         return TrainResult(metrics, num_inputs=num_inputs)
+
+    def _distributed(self, data: Any, num_batches: int) -> dict[str, Any]:
+        """``fit`` arguments that give each rank its own batches, unsplit.
+
+        Given a plain dataset, the strategy would treat each batch as a global one and
+        split it again; a dataset from ``distribute_datasets_from_function`` is taken as
+        each rank's already.
+        """
+        dataset = as_tf_dataset(data) if isinstance(data, keras.utils.PyDataset) else data
+        assert self._strategy is not None
+        distributed = self._strategy.distribute_datasets_from_function(lambda _: dataset)
+        return {"x": distributed, "steps_per_epoch": num_batches}
 
     def _check_stop(self) -> None:
         if getattr(self.model, "stop_training", False):
@@ -221,13 +295,14 @@ class KerasController(TrialController):
             steps = min(steps, batches)
         self._callback_list.on_test_begin()
         counted = _Count()
-        logs = self.model.evaluate(
-            **self._validation.kwargs,
-            steps=steps,
-            verbose=0,
-            return_dict=True,
-            callbacks=[counted],
-        )
+        with self._scope():
+            logs = self.model.evaluate(
+                **self._validation.kwargs,
+                steps=steps,
+                verbose=0,
+                return_dict=True,
+                callbacks=[counted],
+            )
         metrics = {f"val_{name}": float(value) for name, value in logs.items()}
         self._callback_list.on_test_end(metrics)
         self._check_stop()
@@ -247,12 +322,13 @@ class KerasController(TrialController):
                 f"loading a Keras checkpoint into a trial takes no options, got {sorted(kwargs)}"
             )
         self.ensure_built()
-        state = read_checkpoint(
-            self.model,
-            self.callbacks,
-            Path(path),
-            restore_rng=self.context.env.managed_training,
-        )
+        with self._scope():  # the optimizer's variables are made as the weights load
+            state = read_checkpoint(
+                self.model,
+                self.callbacks,
+                Path(path),
+                restore_rng=self.context.env.managed_training,
+            )
         self.batches_trained = int(state.get("batches_trained", 0))
         # Resumed data replays the shuffles of the run that wrote the checkpoint.
         self._seed = int(state.get("data_seed", self._seed))
@@ -264,6 +340,16 @@ class KerasController(TrialController):
         self._closed = True
         if self._began:
             self._callback_list.on_train_end()
+
+
+def _with_axis(step: Any) -> Any:
+    """``step`` (a model's ``train_step`` or ``test_step``) with its logs as 1-vectors."""
+    import tensorflow as tf
+
+    def step_with_axis(data: Any) -> Any:
+        return tf.nest.map_structure(lambda value: tf.reshape(value, [1]), step(data))
+
+    return step_with_axis
 
 
 class _Count(keras.callbacks.Callback):

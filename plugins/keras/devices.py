@@ -1,15 +1,18 @@
 """Where a Keras trial computes, on whichever backend Keras was imported with.
 
 On the TensorFlow backend, ``detlite.tensorflow.devices.place_devices`` (shared with the
-TensorFlow plugin) shows the rank its GPU with memory growth on, or the CPU. On the torch
-backend the rank gets ``cuda:<local_rank % gpus>`` when CUDA is available; on JAX, its
-first accelerator when it has one. A Keras trial runs on one slot: Keras 3 has no
-multi-process training that detlite drives yet.
+TensorFlow plugin) shows the rank its GPU with memory growth on, or the CPU; a trial of
+several slots runs one process per slot, joined by the ``MultiWorkerMirroredStrategy``
+that ``detlite.tensorflow.devices.make_strategy`` makes (``strategy`` returns it). On the
+torch backend the rank gets ``cuda:<local_rank % gpus>`` when CUDA is available; on JAX,
+its first accelerator when it has one. Those two backends train on one slot: Keras 3
+drives neither torch's DistributedDataParallel nor JAX's multi-process meshes from
+``fit``, so a trial of several slots is refused there, saying what to do instead.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import keras
 
@@ -19,20 +22,26 @@ from detlite.interfaces import DevicePlacement
 if TYPE_CHECKING:
     from detlite.trial import DistributedContext
 
-__all__ = ["place_devices"]
+__all__ = ["place_devices", "strategy"]
 
 
 def place_devices(distributed: DistributedContext) -> DevicePlacement:
-    if distributed.get_size() > 1:
-        raise InvalidExperiment(
-            f"a Keras trial runs on one slot, not {distributed.get_size()}: set "
-            "resources.slots_per_trial to 1"
-        )
     backend = keras.backend.backend()
+    size = distributed.get_size()
     if backend == "tensorflow":
+        from detlite.tensorflow.devices import make_strategy
         from detlite.tensorflow.devices import place_devices as place_tf
 
-        return place_tf(distributed)
+        placement = place_tf(distributed)
+        # The ranks meet here, before any op runs: TensorFlow fixes its cluster at startup.
+        make_strategy(placement)
+        return placement
+    if size > 1:
+        raise InvalidExperiment(
+            f"a Keras trial on the {backend} backend runs on one slot, not {size}: set "
+            "resources.slots_per_trial to 1, or run it with KERAS_BACKEND=tensorflow, "
+            "which trains on several slots"
+        )
     device = "cpu"
     local_rank = distributed.get_local_rank()
     if backend == "torch":
@@ -51,3 +60,12 @@ def place_devices(distributed: DistributedContext) -> DevicePlacement:
     return DevicePlacement(
         device=device, rank=distributed.get_rank(), local_rank=local_rank, size=1
     )
+
+
+def strategy(placement: DevicePlacement) -> Any:
+    """The trial's ``MultiWorkerMirroredStrategy`` for several slots, else None."""
+    if placement.size == 1:
+        return None
+    from detlite.tensorflow.devices import make_strategy
+
+    return make_strategy(placement)

@@ -253,18 +253,6 @@ def test_too_little_training_data_fails_clearly() -> None:
         build(global_batch_size=64)
 
 
-def test_multi_slot_is_refused() -> None:
-    from detlite.trial import DistributedContext
-
-    with pytest.raises(InvalidExperiment, match="runs on one slot"):
-        build_trial(
-            MLPTrial,
-            mlp_config(resources={"slots_per_trial": 2}),
-            mlp_hparams(),
-            distributed=DistributedContext(rank=0, size=2),
-        )
-
-
 def test_configure_fit_caps_validation_and_rejects_bad_values() -> None:
     built = build()
     context = built.context
