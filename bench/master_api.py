@@ -20,6 +20,15 @@ thread of this process, on a free loopback port), talked to through ``detlite.ap
    Create, register and latest go through the ``detlite.experimental`` model client
    (``create_model``, ``Model.register_version``, ``Model.get_model_version(0)``); the
    listing is a plain ``Session.get`` because the client's ``get_models`` has no limit.
+   MLflow's tracking server is the peer (``--peers mlflow``, the default where ``mlflow`` is
+   importable: the ``bench`` extra), in the same run: ``python -m mlflow server --workers 1``
+   on a fresh database of the same kind, talked to through a plain ``requests.Session``
+   (the library under ``detlite.api.Session``): ``POST registered-models/create``, ``POST
+   model-versions/create`` (source ``runs:/<run>/model`` of one run made beforehand), ``GET
+   registered-models/search`` (``max_results=100``, ``order_by=last_updated_timestamp
+   DESC``) and ``POST registered-models/get-latest-versions``, all under
+   ``/api/2.0/mlflow``. The two servers take turns call by call within each operation, and
+   the script prints detlite / MLflow of the ops/s (above 1: detlite is faster).
 
 Decisions and caveats:
 
@@ -27,34 +36,45 @@ Decisions and caveats:
   client's own cost (JSON encoding, ``requests``); a worker on another machine would not
   take CPU from the master. Requests are sequential: this measures latency-bound
   throughput of one client, not the server's capacity under concurrency.
-- MLflow is not installed here, so there is no comparison with another tracking server;
-  the only reference is the plain INSERT ceiling.
+- MLflow's server runs in a process of its own while detlite's master shares the client's
+  (and its GIL), which favours MLflow. It has one worker, as the master is one process;
+  its job runner is off (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: the master's
+  scheduler has nothing to do here either), and it writes no access log. Its database
+  holds one experiment and one run, not ``--experiments``: none of the four operations
+  scans experiments (detlite's register reads one by its key, MLflow's reads its run).
+  Ingestion has no MLflow figure: its reference is the INSERT ceiling.
 - PostgreSQL runs in a database created for the run on ``--postgres-url``'s server and
   dropped afterwards; when it cannot be reached the script says why and measures SQLite only.
 
-    python bench/master_api.py [--quick] [--databases sqlite,postgres] [--json]
+    python bench/master_api.py [--quick] [--databases sqlite,postgres] [--peers mlflow|none]
+        [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import requests
 import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
@@ -63,7 +83,9 @@ from sqlalchemy.engine import Engine, make_url
 from detlite.api import CheckpointState, ExperimentState, Session
 from detlite.config import validate_config
 from detlite.experimental._model import Model, create_model
+from detlite.launch import free_port
 from detlite.master import Settings, create_app
+from detlite.master.db import normalize_url
 from detlite.master.deps import MasterState
 from detlite.master.orm import Checkpoint, Experiment, TrainingMetrics, Trial, User
 from detlite.testing.fake import linear_config, linear_hparams
@@ -71,10 +93,24 @@ from detlite.testing.fake import linear_config, linear_hparams
 DEFAULT_PG_URL = os.environ.get(
     "DETLITE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-NOTE = (
-    "MLflow is not installed here: the only comparison is the plain Core INSERT ceiling. "
-    "Client and master share one process; requests are sequential."
+NOTES = {
+    "mlflow": (
+        "Registry peer: MLflow's server over HTTP (its own process, one worker); ingestion's "
+        "reference is the plain Core INSERT ceiling. Client and master share one process; "
+        "requests are sequential."
+    ),
+    "none": (
+        "No peer (MLflow not measured): the only comparison is the plain Core INSERT ceiling. "
+        "Client and master share one process; requests are sequential."
+    ),
+}
+REGISTRY_OPS = (
+    "create_model",
+    "register_version",
+    "list_models_by_updated_limit_100",
+    "get_latest_version",
 )
+MLFLOW_API = "/api/2.0/mlflow"
 
 
 @dataclass(frozen=True)
@@ -158,6 +194,51 @@ def database(kind: str, tmp: Path, pg_url: str) -> Iterator[str]:
     else:
         with postgres_database(pg_url) as url:
             yield url
+
+
+@contextmanager
+def mlflow_server(kind: str, tmp: Path, pg_url: str) -> Iterator[str]:
+    """MLflow's tracking server (one worker) on a fresh database of ``kind``; its URL."""
+    work = tmp / "mlflow"
+    work.mkdir()
+    port = free_port()
+    with database(kind, work, pg_url) as db_url:
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+        command += ["--port", str(port), "--workers", "1", "--uvicorn-opts", "--no-access-log"]
+        # psycopg 3 for PostgreSQL, as the master uses (MLflow would ask for psycopg2).
+        command += ["--backend-store-uri", normalize_url(db_url).render_as_string(False)]
+        command += ["--default-artifact-root", str(work / "artifacts")]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        log_path = work / "server.log"
+        with open(log_path, "wb") as log:
+            # A session of its own: `mlflow server` runs uvicorn in a child, stopped with it.
+            proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+            url = f"http://127.0.0.1:{port}"
+            try:
+                deadline = time.monotonic() + 120
+                while not _answers(f"{url}/health"):
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"mlflow server exited: see {log_path}")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"mlflow server did not start in 120 s: {log_path}")
+                    time.sleep(0.1)
+                yield url
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def login(url: str) -> Session:
@@ -333,22 +414,11 @@ def bench_metrics(session: Session, engine: Engine, seeded: Seeded, sizes: Sizes
     }
 
 
-def _timed(count: int, op: Callable[[int], object]) -> dict[str, Any]:
-    latencies = []
-    for i in range(count):
-        t0 = time.perf_counter()
-        op(i)
-        latencies.append(time.perf_counter() - t0)
-    return {
-        "count": count,
-        "ops_per_s": count / sum(latencies),
-        "p50_ms": 1e3 * statistics.median(latencies),
-        "max_ms": 1e3 * max(latencies),
-    }
+Ops = dict[str, Callable[[int], object]]  # operation name -> its i-th call
 
 
-def bench_registry(session: Session, seeded: Seeded, sizes: Sizes) -> dict[str, Any]:
-    n = sizes.ops
+def detlite_registry(session: Session, seeded: Seeded) -> Ops:
+    """The four registry operations through detlite's model client."""
     models: list[Model] = []
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     create_model(session, f"{prefix}-warmup")  # the first request of a route is not timed
@@ -370,33 +440,100 @@ def bench_registry(session: Session, seeded: Seeded, sizes: Sizes) -> dict[str, 
         if found is None or found.version != 1:
             raise RuntimeError(f"model {models[i].name}: latest version is {found!r}")
 
-    return {
-        "create_model": _timed(n, create),
-        "register_version": _timed(n, register),
-        "list_models_by_updated_limit_100": _timed(n, list_models),
-        "get_latest_version": _timed(n, latest),
-    }
+    return dict(zip(REGISTRY_OPS, (create, register, list_models, latest), strict=True))
 
 
-def run_database(kind: str, sizes: Sizes, pg_url: str) -> dict[str, Any]:
+def mlflow_registry(url: str) -> Ops:
+    """The same four operations through MLflow's REST API, over a plain requests.Session."""
+    http = requests.Session()
+
+    def call(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        answer = http.request(method, f"{url}{MLFLOW_API}{path}", timeout=60, **kwargs)
+        if not answer.ok:
+            raise RuntimeError(f"MLflow: {method} {path}: {answer.status_code} {answer.text}")
+        return dict(answer.json())
+
+    experiment = call("POST", "/experiments/create", json={"name": "bench"})["experiment_id"]
+    run = call("POST", "/runs/create", json={"experiment_id": experiment})["run"]
+    run_id = run["info"]["run_id"]
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    call("POST", "/registered-models/create", json={"name": f"{prefix}-warmup"})  # untimed
+
+    def create(i: int) -> None:
+        body = {"name": f"{prefix}-{i}", "description": "benchmark model"}
+        call("POST", "/registered-models/create", json=body)
+
+    def register(i: int) -> None:
+        body = {"name": f"{prefix}-{i}", "source": f"runs:/{run_id}/model", "run_id": run_id}
+        call("POST", "/model-versions/create", json=body)
+
+    def list_models(i: int) -> None:
+        params = {"max_results": 100, "order_by": "last_updated_timestamp DESC"}
+        if not call("GET", "/registered-models/search", params=params)["registered_models"]:
+            raise RuntimeError("the listing is empty")
+
+    def latest(i: int) -> None:
+        body = {"name": f"{prefix}-{i}"}
+        found = call("POST", "/registered-models/get-latest-versions", json=body)
+        versions = [v["version"] for v in found.get("model_versions", [])]
+        if versions != ["1"]:
+            raise RuntimeError(f"model {prefix}-{i}: latest versions are {versions!r}")
+
+    return dict(zip(REGISTRY_OPS, (create, register, list_models, latest), strict=True))
+
+
+def bench_registry(sides: dict[str, Ops], count: int) -> dict[str, dict[str, Any]]:
+    """Each operation ``count`` times on every side, the sides taking turns call by call
+    (reversed every other call, as the metric batches are); ops/s and latencies per side."""
+    names = list(sides)
+    results: dict[str, dict[str, Any]] = {side: {} for side in names}
+    for op in REGISTRY_OPS:
+        latencies: dict[str, list[float]] = {side: [] for side in names}
+        for i in range(count):
+            for side in names if i % 2 == 0 else names[::-1]:
+                t0 = time.perf_counter()
+                sides[side][op](i)
+                latencies[side].append(time.perf_counter() - t0)
+        for side, times in latencies.items():
+            results[side][op] = {
+                "count": count,
+                "ops_per_s": count / sum(times),
+                "p50_ms": 1e3 * statistics.median(times),
+                "max_ms": 1e3 * max(times),
+            }
+    return results
+
+
+def run_database(kind: str, sizes: Sizes, pg_url: str, peer: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="detlite-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         with database(kind, tmp, pg_url) as url:
             settings = Settings(db_url=url, storage_path=tmp / "checkpoints", port=0)
             app = create_app(settings)
-            with serve(app) as master_url:
+            mlflow = mlflow_server(kind, tmp, pg_url) if peer else nullcontext(None)
+            with serve(app) as master_url, mlflow as mlflow_url:
                 state: MasterState = app.state.master
                 seeded = seed(state.engine, sizes, settings.storage_path)
                 with login(master_url) as session:
                     metrics = bench_metrics(session, state.engine, seeded, sizes)
-                    registry = bench_registry(session, seeded, sizes)
-    return {
+                    sides = {"detlite": detlite_registry(session, seeded)}
+                    if mlflow_url is not None:
+                        sides["mlflow"] = mlflow_registry(mlflow_url)
+                    registry = bench_registry(sides, sizes.ops)
+    result = {
         "database": kind,
         "experiments": sizes.experiments,
         "seed_s": seeded.seconds,
         "metrics": metrics,
-        "registry": registry,
+        "registry": registry["detlite"],
+        "mlflow_registry": registry.get("mlflow"),
     }
+    if "mlflow" in registry:
+        result["ratio_detlite_mlflow"] = {
+            op: registry["detlite"][op]["ops_per_s"] / registry["mlflow"][op]["ops_per_s"]
+            for op in REGISTRY_OPS
+        }
+    return result
 
 
 # -- output -------------------------------------------------------------------------------
@@ -422,13 +559,24 @@ def print_table(result: dict[str, Any]) -> None:
         f"  ratio API / plain: {m['ratio']:.3f} (total time), "
         f"{m['ratio_of_medians']:.3f} (median batches)"
     )
+    peer = result["mlflow_registry"]
     print("model registry:")
-    print(f"  {'operation':<36}{'n':>6}{'ops/s':>10}{'p50 ms':>10}{'max ms':>10}")
+    columns = f"{'ops/s':>10}{'p50 ms':>10}{'max ms':>10}"
+    if peer:
+        print(f"  {'':<42}{'detlite':>30}{'MLflow server':>30}")
+    print(f"  {'operation':<36}{'n':>6}{columns}" + (f"{columns}{'ratio':>8}" if peer else ""))
     for name, r in result["registry"].items():
-        print(
+        line = (
             f"  {name:<36}{r['count']:>6}{r['ops_per_s']:>10.1f}{r['p50_ms']:>10.2f}"
             f"{r['max_ms']:>10.1f}"
         )
+        if peer:
+            p = peer[name]
+            line += f"{p['ops_per_s']:>10.1f}{p['p50_ms']:>10.2f}{p['max_ms']:>10.1f}"
+            line += f"{result['ratio_detlite_mlflow'][name]:>8.2f}"
+        print(line)
+    if peer:
+        print("  ratio: detlite / MLflow ops/s (above 1: detlite is faster)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,8 +584,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small counts (a few seconds)")
     parser.add_argument("--databases", default="sqlite,postgres", help="comma-separated")
     parser.add_argument("--postgres-url", default=DEFAULT_PG_URL, help="an admin URL")
+    parser.add_argument(
+        "--peers", choices=("mlflow", "none"), help="mlflow where it is installed, else none"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    has_mlflow = importlib.util.find_spec("mlflow") is not None
+    if args.peers == "mlflow" and not has_mlflow:
+        parser.error("--peers mlflow: mlflow is not installed (pip install 'detlite[bench]')")
+    if args.peers is None:
+        args.peers = "mlflow" if has_mlflow else "none"
+        if not has_mlflow:
+            print("mlflow is not installed: measuring detlite alone", file=sys.stderr)
     sizes = QUICK if args.quick else FULL
     kinds = [k.strip() for k in args.databases.split(",") if k.strip()]
     unknown = set(kinds) - {"sqlite", "postgres"}
@@ -450,9 +608,11 @@ def main(argv: list[str] | None = None) -> int:
             skipped["postgres"] = problem
             kinds.remove("postgres")
             print(f"postgres skipped: {problem}", file=sys.stderr)
-    results = [run_database(kind, sizes, args.postgres_url) for kind in kinds]
+    peer = args.peers == "mlflow"
+    results = [run_database(kind, sizes, args.postgres_url, peer) for kind in kinds]
     report = {
-        "note": NOTE,
+        "note": NOTES[args.peers],
+        "mlflow": importlib.metadata.version("mlflow") if peer else None,
         "sizes": asdict(sizes),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -462,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(NOTE)
+        print(NOTES[args.peers])
         for result in results:
             print_table(result)
     return 0
