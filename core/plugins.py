@@ -461,12 +461,17 @@ def get_plugins() -> Plugins:
 
 def _missing_searcher(reg: Registration) -> type[BaseModel]:
     """A searcher config model that refuses any section: its plugin's modules are missing."""
-    from pydantic import BaseModel, model_validator
-
     install = reg.install or f"pip install {' '.join(reg.missing())}"
-    message = (
+    return _refusing_model(
         f"searcher {reg.name!r} needs {', '.join(reg.missing())}, which is not installed: {install}"
     )
+
+
+@functools.cache
+def _refusing_model(message: str) -> type[BaseModel]:
+    """One model class per message: configs are cached by the models they were validated
+    with (``detlite.config._kept``), which a new class at every call would defeat."""
+    from pydantic import BaseModel, model_validator
 
     class MissingSearcher(BaseModel):
         name: str
