@@ -33,7 +33,7 @@ from detlite.master import db
 from detlite.master._headers import SecurityHeaders
 from detlite.master._ingest import GroupCommit
 from detlite.master._limits import Admission
-from detlite.master.deps import MasterState, authenticate
+from detlite.master.deps import MasterState, require_token
 from detlite.master.errors import install_error_handlers, openapi_error_responses
 from detlite.master.routers import ROUTERS, ui, ui_api
 from detlite.master.scheduler import Scheduler
@@ -98,7 +98,7 @@ def create_app(
         version=__version__,
         description="Determined-style experiments, checkpoints and model registry.",
         lifespan=lifespan,
-        dependencies=[Depends(authenticate)],
+        dependencies=[Depends(require_token)],
     )
     routers = (*ROUTERS, ui_api.router, ui.router)
     # Token before body, body under a cap and a clock, then a slot (detlite.master._limits).

@@ -1,9 +1,10 @@
 """FastAPI dependencies: the master's state, the database session and the current user.
 
-Authentication is on by default: ``create_app`` installs ``authenticate`` as an app-wide
+Authentication is on by default: ``create_app`` installs ``require_token`` as an app-wide
 dependency, so every route added later needs a valid token unless its endpoint is marked
 with ``@public`` (login and health are). Endpoints that need the user declare
-``user: CurrentUser`` (or ``AdminUser``); the token is checked once per request.
+``user: CurrentUser`` (or ``AdminUser``; ``ReportingUser`` where the user is only read and
+no session is needed); the token is checked once per request.
 
 The master's admission middleware (``detlite.master._limits``) checks the token before it
 reads a request's body, with ``check_token`` through the master's ``TokenCache``
@@ -49,12 +50,14 @@ __all__ = [
     "CurrentUser",
     "DbSession",
     "MasterState",
+    "ReportingUser",
     "authenticate",
     "check_token",
     "get_db",
     "get_state",
     "is_public",
     "public",
+    "require_token",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -159,10 +162,64 @@ def _check_run(db: Session, allocation_id: str) -> None:
         )
 
 
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def require_token(request: Request, credentials: Credentials) -> None:
+    """The app-wide dependency: every endpoint but a ``@public`` one needs a valid token.
+
+    The admission middleware has checked it already (``CHECKED_TOKEN``), so this costs
+    nothing per request; an app without the middleware gets the whole check here, with a
+    session of its own. Endpoints that need the token or its user declare ``CurrentToken``,
+    ``CurrentUser`` or ``ReportingUser``."""
+    if is_public(request.scope["endpoint"]):
+        return
+    if isinstance(request.scope.get("state", {}).get(CHECKED_TOKEN), CachedToken):
+        return
+    if credentials is None:
+        raise Unauthenticated(AUTHENTICATION_REQUIRED)
+    await anyio.to_thread.run_sync(_check_alone, get_state(request), credentials.credentials)
+
+
+def _check_alone(state: MasterState, token: str) -> Token:
+    """``check_token`` in a session of its own: the token comes back detached, loaded."""
+    with state.sessionmaker() as session:
+        return check_token(session, token)
+
+
+async def _reporting_user(request: Request, credentials: Credentials) -> User:
+    """The user of the request's token, detached and shared between requests: for reading
+    (ownership checks in a report's group commit), never to change or to add to a session.
+
+    A check the middleware made that still holds costs nothing; otherwise the token is
+    checked again, in a session of its own."""
+    checked = request.scope.get("state", {}).get(CHECKED_TOKEN)
+    if isinstance(checked, CachedToken) and checked.fresh():
+        return checked.token.user
+    state = get_state(request)
+    if isinstance(checked, CachedToken):
+        token = await anyio.to_thread.run_sync(_recheck_alone, state, checked.token.id)
+    elif credentials is not None:
+        token = await anyio.to_thread.run_sync(_check_alone, state, credentials.credentials)
+    else:
+        raise Unauthenticated(AUTHENTICATION_REQUIRED)
+    return token.user
+
+
+def _recheck_alone(state: MasterState, token_id: int) -> Token:
+    with state.sessionmaker() as session:
+        return _recheck(session, token_id)
+
+
+#: The current user, for routes that only read who it is (the workers' reports): no
+#: database session is opened for it.
+ReportingUser = Annotated[User, Depends(_reporting_user)]
+
+
 async def authenticate(
     request: Request,
     db: DbSession,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Credentials,
 ) -> Token | None:
     """The request's valid token; None on public endpoints. 401 without one, 403 if inactive."""
     if is_public(request.scope["endpoint"]):

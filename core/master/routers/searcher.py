@@ -37,7 +37,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from detlite.master._bodies import BodyOffLoopRoute
-from detlite.master.deps import CurrentUser
+from detlite.master.deps import ReportingUser
 from detlite.master.routers.trials import TrialId
 from detlite.master.scheduler import get_scheduler
 from detlite.master.schemas._values import INT32_MAX
@@ -65,7 +65,7 @@ def get_operation(
     request: Request,
     trial_id: TrialId,
     allocation_id: AllocationId,
-    user: CurrentUser,
+    user: ReportingUser,
     after: Annotated[
         int, Query(ge=0, le=INT32_MAX, description="the batches the caller has trained")
     ] = 0,
@@ -81,7 +81,7 @@ def completed_operation(
     request: Request,
     trial_id: TrialId,
     allocation_id: AllocationId,
-    user: CurrentUser,
+    user: ReportingUser,
     body: CompletedOperationRequest,
 ) -> CompletedOperationResponse:
     answer = get_scheduler(request).completed_operation(
@@ -105,7 +105,7 @@ def get_run_start(
     request: Request,
     trial_id: TrialId,
     allocation_id: AllocationId,
-    user: CurrentUser,
+    user: ReportingUser,
     restore: RestoreCheckpoint = None,
 ) -> RunStartResponse:
     answer = get_scheduler(request).run_start(trial_id, allocation_id, restore)
@@ -114,7 +114,7 @@ def get_run_start(
 
 @router.get("/api/v1/trials/{trial_id}/preemption")
 def get_preemption(
-    request: Request, trial_id: TrialId, allocation_id: AllocationId, user: CurrentUser
+    request: Request, trial_id: TrialId, allocation_id: AllocationId, user: ReportingUser
 ) -> PreemptionResponse:
     return PreemptionResponse(preempt=get_scheduler(request).preemption(trial_id, allocation_id))
 
@@ -124,7 +124,7 @@ def early_exit(
     request: Request,
     trial_id: TrialId,
     allocation_id: AllocationId,
-    user: CurrentUser,
+    user: ReportingUser,
     body: EarlyExitRequest,
 ) -> dict[str, Any]:
     get_scheduler(request).early_exit(user, trial_id, allocation_id, body.reason)
