@@ -57,11 +57,11 @@ def _state(session: Session, trial_id: int) -> str:
 def describe_command(master: str | None, trial_id: int, as_json: bool) -> None:
     """Show trial TRIAL_ID with its validation metrics and checkpoints."""
     from detlite.api import login_session
+    from detlite.experimental._trial import iter_metric_rows
 
     with login_session(master) as session:
         trial = session.get(_path(trial_id))["trial"]
-        params = {"kind": "validation", "limit": 0}
-        validations = session.get(f"{_path(trial_id)}/metrics", params=params)["metrics"]
+        validations = list(iter_metric_rows(session, trial_id, "validation"))
         checkpoints = session.get(
             f"{_path(trial_id)}/checkpoints",
             params={"sort_by": "BATCH_NUMBER", "order_by": "ASC", "limit": 0},

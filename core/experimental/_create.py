@@ -70,6 +70,7 @@ from detlite.experimental._local import (
     local_execution,
 )
 from detlite.experimental._test_mode import TestModeResult, check_not_reloading, run_test_mode
+from detlite.experimental._trial import iter_metric_rows
 
 if TYPE_CHECKING:
     from detlite.api import Session
@@ -362,9 +363,7 @@ def _poll(session: Session, experiment_id: int) -> tuple[dict[str, Any], list[di
 def _validations_after(session: Session, trial_id: int, batches: int) -> list[dict[str, Any]]:
     """The trial's validations after ``batches``. The master answers one row per batch count
     (the last run's, after restarts), in batch order."""
-    rows = session.get(
-        f"/api/v1/trials/{trial_id}/metrics", params={"kind": "validation", "limit": 0}
-    )["metrics"]
+    rows = iter_metric_rows(session, trial_id, "validation")
     return [row for row in rows if int(row["stepsCompleted"]) > batches]
 
 

@@ -75,19 +75,7 @@ class TrialReference:
         self, kind: MetricsKind = "training", page_size: int = 1000
     ) -> Iterator[dict[str, Any]]:
         """The trial's ``kind`` metrics reports, in batch order, fetched ``page_size`` at a time."""
-        if kind not in ("training", "validation"):
-            raise ValueError(f"kind must be 'training' or 'validation' (got {kind!r})")
-        if page_size < 1:
-            raise ValueError(f"page_size must be positive (got {page_size})")
-        offset = 0
-        while True:
-            params = {"kind": kind, "offset": offset, "limit": page_size}
-            answer = self._master.get(f"{self._path}/metrics", params=params)
-            rows: list[dict[str, Any]] = answer["metrics"]
-            yield from rows
-            offset += len(rows)
-            if not rows or offset >= int(answer["pagination"]["total"]):
-                return
+        return iter_metric_rows(self._master, self.id, kind, page_size)
 
     def get_metrics(self, kind: MetricsKind = "training") -> list[dict[str, Any]]:
         """Every ``kind`` metrics report of the trial (see ``iter_metrics``)."""
@@ -180,3 +168,23 @@ class TrialReference:
         return self.select_checkpoint(
             best=True, sort_by=sort_by, smaller_is_better=smaller_is_better
         )
+
+
+def iter_metric_rows(
+    master: Session, trial_id: int, kind: MetricsKind, page_size: int = 1000
+) -> Iterator[dict[str, Any]]:
+    """Trial ``trial_id``'s ``kind`` metrics rows, in batch order, page by page (the master
+    may answer fewer than ``page_size``: it caps a page's bytes)."""
+    if kind not in ("training", "validation"):
+        raise ValueError(f"kind must be 'training' or 'validation' (got {kind!r})")
+    if page_size < 1:
+        raise ValueError(f"page_size must be positive (got {page_size})")
+    offset = 0
+    while True:
+        params = {"kind": kind, "offset": offset, "limit": page_size}
+        answer = master.get(f"/api/v1/trials/{trial_id}/metrics", params=params)
+        rows: list[dict[str, Any]] = answer["metrics"]
+        yield from rows
+        offset += len(rows)
+        if not rows or offset >= int(answer["pagination"]["total"]):
+            return

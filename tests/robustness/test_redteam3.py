@@ -650,13 +650,6 @@ def test_stalled_readers_of_a_big_context_hold_no_copy_of_it(master: LiveMaster)
     assert grown < 150, f"8 stalled readers of a 40 MiB context hold {grown} MiB"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metric reads (GET /api/v1/trials/{id}/metrics with limit 0, as clients ask, and "
-    "the UI's series) answer every stored row at once: one read of 88 MB of reports took "
-    "the master's memory up by about 1.8 GB, and a plain user may store any number of "
-    "16 MiB reports; they need pages with a byte cap, as logs have (queries.metrics)",
-)
 def test_metric_reads_come_in_pages_with_a_byte_cap(master: LiveMaster) -> None:
     with master.db() as db:
         trial_id = make_trial(db, make_experiment(db)).id

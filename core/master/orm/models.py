@@ -22,7 +22,8 @@ __all__ = ["Model", "ModelVersion"]
 
 class Model(Base):
     __tablename__ = "models"
-    __table_args__ = (SQLITE_AUTOINCREMENT,)
+    # The registry's default order, ties broken by id (migration 0006).
+    __table_args__ = (sa.Index(None, "last_updated_time", "id"), SQLITE_AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(255), unique=True)
@@ -34,7 +35,7 @@ class Model(Base):
         sa.ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
     creation_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    last_updated_time: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    last_updated_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model",

@@ -33,9 +33,10 @@ either direction; the id breaks ties. ``labels`` keeps experiments having every 
 from __future__ import annotations
 
 import enum
+import json
 import secrets
-from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -47,21 +48,26 @@ from detlite.errors import Conflict, NotFound
 from detlite.master.orm import Checkpoint, Experiment, Model, ModelVersion, Trial, User, utcnow
 from detlite.master.queries.users import require_owner_or_admin
 from detlite.master.schemas import experiments as schemas
-from detlite.master.schemas.common import OrderBy, Pagination, paginate
+from detlite.master.schemas.common import OrderBy, Pagination
 
 __all__ = [
+    "IDS_PER_QUERY",
     "STOP_OUTCOME",
     "ExperimentSortBy",
     "archive_experiment",
     "create_experiment",
     "delete_experiment",
     "ensure_deletable",
+    "experiment_filters",
     "experiment_wire",
+    "experiments_by_id",
     "experiments_wire",
     "get_experiment",
+    "has_label",
     "list_experiments",
     "patch_experiment",
     "require_owner",
+    "searchers_of",
     "set_experiment_state",
     "settle_experiment",
     "trial_ends",
@@ -149,14 +155,56 @@ def _unique(labels: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(labels))
 
 
+#: Ids per ``IN`` list: PostgreSQL takes at most 65,535 parameters a statement, and a
+#: listing without a limit may hold every experiment.
+IDS_PER_QUERY = 10_000
+
+
+def _id_chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    return (ids[i : i + IDS_PER_QUERY] for i in range(0, len(ids), IDS_PER_QUERY))
+
+
+def experiments_by_id(db: Session, ids: Sequence[int]) -> list[Experiment]:
+    """The experiments of ``ids`` (which exist), in that order."""
+    rows: dict[int, Experiment] = {}
+    for chunk in _id_chunks(ids):
+        query = sa.select(Experiment).where(Experiment.id.in_(chunk))
+        rows.update((row.id, row) for row in db.scalars(query))
+    return [rows[i] for i in ids]
+
+
+def searchers_of(db: Session, where: Sequence[sa.ColumnElement[bool]]) -> dict[int, Any]:
+    """The config's ``searcher`` of each experiment matching ``where``, by id: extracted by
+    the database rather than read with the whole config. SQLite's JSON functions refuse some
+    text Python's parser reads (a ``NaN`` an older master stored), so those few configs are
+    read and parsed here instead."""
+    searcher: Any = Experiment.config["searcher"]
+    sqlite = db.get_bind().dialect.name == "sqlite"
+    valid = sa.func.json_valid(Experiment.config)
+    if sqlite:  # NULL for a config SQLite cannot parse: read below
+        searcher = sa.type_coerce(sa.case((valid, searcher)), sa.JSON)
+    query = sa.select(Experiment.id, searcher).where(*where)
+    found = {experiment_id: value for experiment_id, value in db.execute(query)}
+    if sqlite:
+        texts = sa.select(Experiment.id, sa.cast(Experiment.config, sa.Text)).where(*where, ~valid)
+        for experiment_id, text in db.execute(texts):
+            try:
+                config = json.loads(text)
+            except ValueError:
+                config = None
+            found[experiment_id] = config.get("searcher") if isinstance(config, dict) else None
+    return found
+
+
 def experiments_wire(db: Session, rows: Sequence[Experiment]) -> list[schemas.Experiment]:
-    """The wire objects of ``rows``, with two queries for all their trial ids and owners."""
+    """The wire objects of ``rows``, with two queries for all their trial ids and owners
+    (per ``IDS_PER_QUERY`` rows)."""
     ids = [row.id for row in rows]
     trial_ids: dict[int, list[int]] = {i: [] for i in ids}
-    if ids:
+    for chunk in _id_chunks(ids):
         query = (
             sa.select(Trial.experiment_id, Trial.id)
-            .where(Trial.experiment_id.in_(ids))
+            .where(Trial.experiment_id.in_(chunk))
             .order_by(Trial.id)
         )
         for experiment_id, trial_id in db.execute(query):
@@ -202,17 +250,18 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _has_label(db: Session, label: str) -> sa.ColumnElement[bool]:
+def has_label(db: Session, labels: Any, label: str) -> sa.ColumnElement[bool]:
+    """Whether the JSON list column ``labels`` (experiments', models') holds ``label``."""
     if db.get_bind().dialect.name == "postgresql":
         # One row whose labels hold an escaped NUL or lone surrogate (an older master
         # stored them) would fail the cast to jsonb, and with it the whole listing: such
         # rows are left out of label-filtered listings instead. CASE (unlike AND)
         # evaluates only the branch it takes.
-        text = sa.cast(Experiment.labels, sa.Text)
+        text = sa.cast(labels, sa.Text)
         uncastable = text.op("~*", return_type=sa.Boolean)(_UNCASTABLE_JSON)
-        contains = sa.cast(Experiment.labels, JSONB).contains([label])
+        contains = sa.cast(labels, JSONB).contains([label])
         return sa.case((uncastable, sa.false()), else_=contains)
-    values = sa.func.json_each(Experiment.labels).table_valued("value")
+    values = sa.func.json_each(labels).table_valued("value")
     return sa.exists(sa.select(1).select_from(values).where(values.c.value == label))
 
 
@@ -226,6 +275,33 @@ _UNCASTABLE_JSON = (
 
 def _state_number() -> sa.ColumnElement[Any]:
     return sa.case({s.value: s.number for s in S}, value=Experiment.state, else_=0)
+
+
+def experiment_filters(
+    db: Session,
+    *,
+    states: Sequence[ExperimentState] = (),
+    archived: bool | None = None,
+    users: Sequence[str] = (),
+    labels: Sequence[str] = (),
+    description: str = "",
+    name: str = "",
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions on ``Experiment`` a listing's filters make (none joins another table)."""
+    where: list[sa.ColumnElement[bool]] = []
+    if states:
+        where.append(Experiment.state.in_(list(states)))
+    if archived is not None:
+        where.append(Experiment.archived.is_(archived))
+    if users:
+        owners = sa.select(User.id).where(User.username.in_(list(users)))
+        where.append(Experiment.owner_id.in_(owners))
+    for label in dict.fromkeys(labels):
+        where.append(has_label(db, Experiment.labels, label))
+    for text in (description, name):
+        if text:
+            where.append(Experiment.description.ilike(_like(text), escape="\\"))
+    return where
 
 
 def list_experiments(
@@ -242,28 +318,41 @@ def list_experiments(
     offset: int = 0,
     limit: int = 0,
 ) -> tuple[list[Experiment], Pagination]:
-    query = sa.select(Experiment).join(User, Experiment.owner_id == User.id)
-    if states:
-        query = query.where(Experiment.state.in_(list(states)))
-    if archived is not None:
-        query = query.where(Experiment.archived.is_(archived))
-    if users:
-        query = query.where(User.username.in_(list(users)))
-    for label in dict.fromkeys(labels):
-        query = query.where(_has_label(db, label))
-    for text in (description, name):
-        if text:
-            query = query.where(Experiment.description.ilike(_like(text), escape="\\"))
+    """One page of experiments, as ``paginate`` pages a query.
+
+    The count, the filters and the sort run on the experiments' ids and the few columns they
+    name, which indexes hold (migration 0006), never reading a config; only the page's rows
+    are read whole, by id."""
+    where = experiment_filters(
+        db,
+        states=states,
+        archived=archived,
+        users=users,
+        labels=labels,
+        description=description,
+        name=name,
+    )
+    total = int(db.scalar(sa.select(sa.func.count()).select_from(Experiment).where(*where)) or 0)
+    start = max(total + offset, 0) if offset < 0 else min(offset, total)
+    end = total if limit <= 0 else min(start + limit, total)
+    pagination = Pagination(
+        offset=offset, limit=limit, start_index=start, end_index=end, total=total
+    )
+    if end <= start:
+        return [], pagination
+    ids = sa.select(Experiment.id).where(*where)
     descending = order_by == OrderBy.DESC
     key = _sort_key(sort_by)
     if key is not None:
+        if sort_by == ExperimentSortBy.USER:
+            ids = ids.join(User, Experiment.owner_id == User.id)
         ordered = key.desc() if descending else key.asc()
         if sort_by in (ExperimentSortBy.END_TIME, ExperimentSortBy.PROGRESS):
             ordered = ordered.nulls_last()
-        query = query.order_by(ordered)
-    query = query.order_by(Experiment.id.desc() if descending else Experiment.id.asc())
-    # paginate's signature spells a one-entity select the SQLAlchemy 2.0 way.
-    return paginate(db, cast("sa.Select[tuple[Experiment]]", query), offset, limit)
+        ids = ids.order_by(ordered)
+    ids = ids.order_by(Experiment.id.desc() if descending else Experiment.id.asc())
+    page = list(db.scalars(ids.offset(start).limit(end - start)))
+    return experiments_by_id(db, page), pagination
 
 
 def _sort_key(sort_by: ExperimentSortBy) -> Any:

@@ -24,9 +24,8 @@ Decisions:
   collection (``detlite.master.gc``, which locks the row before deciding) either marks it
   DELETED first, and the registration answers 409, or sees the new version and keeps it.
 - Name and description filters are case-insensitive substrings (LIKE with the user's ``%``
-  and ``_`` escaped); the labels filter keeps models with every given label. Labels live in
-  a JSON column, which the two databases query differently, so that filter picks the
-  matching ids in Python before the page is cut (a registry holds few models).
+  and ``_`` escaped); the labels filter keeps models with every given label, in SQL as the
+  experiments' does (``queries.experiments.has_label``).
 - Listings sort by the chosen key and then by id, so pages are stable under ties. Names and
   descriptions sort case-insensitively by code point (lower-cased, collation "C" on
   PostgreSQL), so both databases give the same order whatever the server's locale.
@@ -42,8 +41,18 @@ from sqlalchemy.orm import Session
 
 from detlite.api.enums import CheckpointState
 from detlite.errors import Conflict, NotFound
-from detlite.master.orm import Checkpoint, Experiment, Model, ModelVersion, User, utcnow
+from detlite.master.orm import (
+    Checkpoint,
+    Experiment,
+    Model,
+    ModelVersion,
+    Trial,
+    User,
+    ValidationMetrics,
+    utcnow,
+)
 from detlite.master.queries.checkpoints import checkpoint_wire
+from detlite.master.queries.experiments import has_label
 from detlite.master.queries.users import require_owner_or_admin
 from detlite.master.schemas import models as wire
 from detlite.master.schemas.common import OrderBy, Pagination, paginate
@@ -64,6 +73,7 @@ __all__ = [
     "update_model",
     "update_version",
     "version_wire",
+    "versions_wire",
 ]
 
 _MODEL_SORT_COLUMNS: dict[wire.ModelSortBy, Any] = {
@@ -182,11 +192,8 @@ def list_models(
         statement = statement.where(_like(Model.name, name))
     if description:
         statement = statement.where(_like(Model.description, description))
-    if labels:
-        wanted = set(labels)
-        candidates = db.execute(statement.with_only_columns(Model.id, Model.labels))
-        ids = [row.id for row in candidates if wanted <= set(row.labels or [])]
-        statement = statement.where(Model.id.in_(ids))
+    for label in dict.fromkeys(labels):
+        statement = statement.where(has_label(db, Model.labels, label))
     column = _MODEL_SORT_COLUMNS[sort_by]
     if sort_by in (wire.ModelSortBy.NAME, wire.ModelSortBy.DESCRIPTION):
         column = sa.func.lower(column)
@@ -358,6 +365,31 @@ def update_version(
 def delete_version(db: Session, row: ModelVersion) -> None:
     """Delete one version; its checkpoint stays (and becomes collectable again)."""
     db.delete(row)
+
+
+def versions_wire(
+    db: Session, rows: Sequence[ModelVersion], model: wire.Model
+) -> list[wire.ModelVersion]:
+    """``version_wire`` of each of a model's ``rows``, reading their checkpoints and those
+    checkpoints' trials, experiments and validations in four queries, not four per row."""
+    uuids = {row.checkpoint_uuid for row in rows}
+    if not uuids:
+        return []
+    checkpoints = list(db.scalars(sa.select(Checkpoint).where(Checkpoint.uuid.in_(uuids))))
+    trial_ids = {c.trial_id for c in checkpoints}
+    experiment_ids = {c.experiment_id for c in checkpoints}
+    validation_ids = {c.validation_id for c in checkpoints if c.validation_id is not None}
+    # Held here while the wire objects are made: the session's identity map, where their
+    # db.get finds them, keeps only what something else references.
+    held = [
+        *checkpoints,
+        *db.scalars(sa.select(Trial).where(Trial.id.in_(trial_ids))),
+        *db.scalars(sa.select(Experiment).where(Experiment.id.in_(experiment_ids))),
+        *db.scalars(sa.select(ValidationMetrics).where(ValidationMetrics.id.in_(validation_ids))),
+    ]
+    out = [version_wire(db, row, model) for row in rows]
+    del held
+    return out
 
 
 def version_wire(

@@ -19,7 +19,11 @@ Reads:
 
 - ``GET /api/v1/trials/{id}/metrics?kind=training|validation&offset=&limit=`` and
   ``GET /api/v1/experiments/{id}/metrics?kind=...`` (every trial's, for charts) ->
-  ``{"metrics": [MetricsRow], "pagination"}``; semantics in ``queries.metrics``.
+  ``{"metrics": [MetricsRow], "pagination"}``; semantics in ``queries.metrics``. With
+  ``maxPoints=n`` (4 to 10,000) each series (a trial's metric) comes back downsampled to at
+  most n points, its first and last, minimum and maximum among them, and its rows carry
+  only the values kept (``queries.metrics`` says how); ``offset`` and ``limit`` then page
+  through the downsampled rows.
 - ``GET /api/v1/trials/{id}/logs?offset=&limit=&before=`` -> ``{"logs": [{"id", "trialId",
   "message", "level", "rank", "timestamp"}], "pagination"}`` in the order received: one
   page, at most 10,000 lines and 1 MiB of message text whatever ``limit`` asks. The next
@@ -39,7 +43,7 @@ from sqlalchemy.orm import Session
 from detlite.errors import APIError
 from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master._ingest import GroupCommit
-from detlite.master.deps import CurrentUser, DbSession, get_state
+from detlite.master.deps import DbSession, ReportingUser, get_state
 from detlite.master.orm import Trial, User
 from detlite.master.queries import experiments as experiment_queries
 from detlite.master.queries import logs as log_queries
@@ -61,7 +65,7 @@ from detlite.master.schemas.metrics import (
     ValidationMetricsRequest,
 )
 
-__all__ = ["router"]
+__all__ = ["MaxPoints", "router"]
 
 router = APIRouter(route_class=BodyOffLoopRoute, tags=["metrics"])
 
@@ -82,7 +86,7 @@ def _group_commit(request: Request) -> GroupCommit:
 
 @router.post("/api/v1/trials/{trial_id}/training_metrics")
 async def report_training_metrics(
-    trial_id: TrialId, request: Request, user: CurrentUser, body: TrainingMetricsRequest
+    trial_id: TrialId, request: Request, user: ReportingUser, body: TrainingMetricsRequest
 ) -> ReportMetricsResponse:
     def store(db: Session) -> None:
         trial = _reporting_trial(db, user, trial_id)
@@ -94,7 +98,7 @@ async def report_training_metrics(
 
 @router.post("/api/v1/trials/{trial_id}/validation_metrics")
 async def report_validation_metrics(
-    trial_id: TrialId, request: Request, user: CurrentUser, body: ValidationMetricsRequest
+    trial_id: TrialId, request: Request, user: ReportingUser, body: ValidationMetricsRequest
 ) -> ReportMetricsResponse:
     def store(db: Session) -> None:
         trial = _reporting_trial(db, user, trial_id)
@@ -106,7 +110,7 @@ async def report_validation_metrics(
 
 @router.post("/api/v1/trials/{trial_id}/metrics")
 async def report_metrics_batch(
-    trial_id: TrialId, request: Request, user: CurrentUser, body: BatchMetricsRequest
+    trial_id: TrialId, request: Request, user: ReportingUser, body: BatchMetricsRequest
 ) -> BatchMetricsResponse:
     def store(db: Session) -> BatchMetricsResponse:
         trial = _reporting_trial(db, user, trial_id)
@@ -119,6 +123,17 @@ async def report_metrics_batch(
     return await _group_commit(request).submit(trial_id, store)
 
 
+MaxPoints = Annotated[
+    int | None,
+    Query(
+        alias="maxPoints",
+        ge=queries.MIN_POINTS,
+        le=queries.MAX_POINTS,
+        description="downsample each series to at most this many points, keeping its extremes",
+    ),
+]
+
+
 @router.get("/api/v1/trials/{trial_id}/metrics")
 def get_trial_metrics(
     trial_id: TrialId,
@@ -126,9 +141,15 @@ def get_trial_metrics(
     kind: MetricsKind = "training",
     offset: Offset = 0,
     limit: Limit = 0,
+    max_points: MaxPoints = None,
 ) -> GetMetricsResponse:
     trial = trial_queries.get_trial(db, trial_id)
-    rows, pagination = queries.list_metrics(db, kind, [trial.id], offset, limit)
+    if max_points is not None:
+        rows, pagination = queries.downsampled_metrics(
+            db, kind, Trial.id == trial.id, max_points, offset, limit
+        )
+    else:
+        rows, pagination = queries.list_metrics(db, kind, [trial.id], offset, limit)
     return GetMetricsResponse(metrics=rows, pagination=pagination)
 
 
@@ -139,8 +160,14 @@ def get_experiment_metrics(
     kind: MetricsKind = "training",
     offset: Offset = 0,
     limit: Limit = 0,
+    max_points: MaxPoints = None,
 ) -> GetMetricsResponse:
     experiment = experiment_queries.get_experiment(db, experiment_id)
+    if max_points is not None:
+        rows, pagination = queries.downsampled_metrics(
+            db, kind, Trial.experiment_id == experiment.id, max_points, offset, limit
+        )
+        return GetMetricsResponse(metrics=rows, pagination=pagination)
     model = queries.metrics_model(kind)
     trial_ids = sa.select(Trial.id).where(Trial.experiment_id == experiment.id)
     rows, pagination = queries.list_metrics(db, kind, model.trial_id.in_(trial_ids), offset, limit)
@@ -149,7 +176,7 @@ def get_experiment_metrics(
 
 @router.post("/api/v1/trials/{trial_id}/logs")
 async def post_trial_logs(
-    trial_id: TrialId, request: Request, user: CurrentUser, body: PostTrialLogsRequest
+    trial_id: TrialId, request: Request, user: ReportingUser, body: PostTrialLogsRequest
 ) -> PostTrialLogsResponse:
     def store(db: Session) -> PostTrialLogsResponse:
         trial = _reporting_trial(db, user, trial_id)

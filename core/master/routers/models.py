@@ -216,7 +216,7 @@ def get_model_versions(
     model_json = queries.model_wire(db, model)
     return GetModelVersionsResponse(
         model=model_json,
-        model_versions=[queries.version_wire(db, row, model_json) for row in rows],
+        model_versions=queries.versions_wire(db, rows, model_json),
         pagination=pagination,
     )
 

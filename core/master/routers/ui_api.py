@@ -9,7 +9,9 @@
   ``GET /api/v1/ui/trials/{id}/series?kind=...``: every numeric metric of the trials as
   ``{"series": [{"trialId", "kind", "metric", "steps", "values"}], "metrics": [names]}`` -- one
   call per chart instead of one per trial. Values that are not numbers (NaN, nested objects)
-  are left out of their series; ``kind`` defaults to training.
+  are left out of their series; ``kind`` defaults to training. ``maxPoints=n`` downsamples
+  each series to at most n points as ``GET /api/v1/trials/{id}/metrics`` does (the charts
+  ask for 1,000), so a trial of a million points draws at once.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from detlite.master.queries import experiments as experiment_queries
 from detlite.master.queries import metrics as metric_queries
 from detlite.master.queries import trials as trial_queries
 from detlite.master.routers.experiments import ExperimentId, parse_order_by, parse_states
+from detlite.master.routers.metrics import MaxPoints
 from detlite.master.routers.trials import TrialId
 from detlite.master.schemas._values import (
     MAX_QUERY_ITEMS,
@@ -66,30 +69,46 @@ def _searcher_of(config: Mapping[str, Any]) -> tuple[str | None, bool]:
     )
 
 
-def _summaries(db: Session, rows: Sequence[Experiment]) -> list[ExperimentSummary]:
-    """The summaries of ``rows``, reading the validations of all their trials at once (not
-    one query per experiment)."""
-    best: dict[int, tuple[float, int]] = {}
-    experiments = {row.id: row for row in rows}
-    of_these = Trial.experiment_id.in_(list(experiments))
-    pairs = db.execute(sa.select(Trial.id, Trial.experiment_id).where(of_these))
-    experiment_of = {trial_id: experiment_id for trial_id, experiment_id in pairs}
-    trial_ids = sa.select(Trial.id).where(of_these)
-    query = metric_queries.effective_rows(
-        ValidationMetrics, ValidationMetrics.trial_id.in_(trial_ids)
-    )
-    for validation in db.scalars(query):
-        experiment_id = experiment_of[validation.trial_id]
-        config = experiments[experiment_id].config or {}
-        value = checkpoint_queries.searcher_metric_of(
-            config, checkpoint_queries.validation_metrics_of(validation)
+def _best_metrics(
+    db: Session, searchers: Mapping[int, Any], of_experiments: sa.ColumnElement[bool]
+) -> dict[int, tuple[float, int]]:
+    """Per experiment id, the best searcher metric its trials validated and the trial that
+    reached it first; ``searchers`` maps each id to its config's ``searcher``. One query
+    for all of them, reading the validations' metrics but no config."""
+    trial_ids = sa.select(Trial.id).where(of_experiments)
+    query = (
+        metric_queries.effective_rows(ValidationMetrics, ValidationMetrics.trial_id.in_(trial_ids))
+        .join(Trial, Trial.id == ValidationMetrics.trial_id)
+        .with_only_columns(
+            Trial.experiment_id, ValidationMetrics.trial_id, ValidationMetrics.metrics
         )
+    )
+    best: dict[int, tuple[float, int]] = {}
+    # Core rows on the session's connection: no ORM machinery per validation.
+    for experiment_id, trial_id, metrics in db.connection().execute(query):
+        config = {"searcher": searchers.get(experiment_id)}
+        nested = (metrics or {}).get("validation_metrics")  # as validation_metrics_of reads
+        values = dict(nested) if isinstance(nested, Mapping) else dict(metrics or {})
+        value = checkpoint_queries.searcher_metric_of(config, values)
         if value is None or math.isnan(value):
             continue
         smaller = _searcher_of(config)[1]
         held = best.get(experiment_id)
         if held is None or (value < held[0] if smaller else value > held[0]):
-            best[experiment_id] = (value, validation.trial_id)
+            best[experiment_id] = (value, trial_id)
+    return best
+
+
+def _summaries(
+    db: Session, rows: Sequence[Experiment], best: Mapping[int, tuple[float, int]] | None = None
+) -> list[ExperimentSummary]:
+    """The summaries of ``rows``, with the best metrics given or read for them at once."""
+    if best is None:
+        best = {}
+        for i in range(0, len(rows), experiment_queries.IDS_PER_QUERY):
+            chunk = rows[i : i + experiment_queries.IDS_PER_QUERY]
+            searchers = {row.id: (row.config or {}).get("searcher") for row in chunk}
+            best.update(_best_metrics(db, searchers, Trial.experiment_id.in_(list(searchers))))
     out = []
     for wire, row in zip(experiment_queries.experiments_wire(db, rows), rows, strict=True):
         metric, smaller = _searcher_of(row.config or {})
@@ -107,30 +126,33 @@ def _summaries(db: Session, rows: Sequence[Experiment]) -> list[ExperimentSummar
 
 
 def _by_best_metric(
-    summaries: list[ExperimentSummary], descending: bool
-) -> list[ExperimentSummary]:
-    def goodness(summary: ExperimentSummary) -> float:
-        assert summary.best_metric is not None
-        return summary.best_metric if summary.smaller_is_better else -summary.best_metric
-
-    present = [s for s in summaries if s.best_metric is not None]
-    missing = [s for s in summaries if s.best_metric is None]
-    present.sort(key=lambda s: (goodness(s), s.experiment.id), reverse=descending)
-    missing.sort(key=lambda s: s.experiment.id, reverse=descending)
-    return present + missing
-
-
-def _page(
-    items: list[ExperimentSummary], offset: int, limit: int
+    db: Session, where: list[sa.ColumnElement[bool]], descending: bool, offset: int, limit: int
 ) -> GetExperimentSummariesResponse:
-    """``paginate``'s slicing rules over summaries already in memory."""
-    total = len(items)
+    """A page of the experiments matching ``where`` sorted by their best metric (the best
+    first when ascending, those without one last), ties by id. Every matching experiment's
+    best metric is read, from its searcher (not its whole config) and its validations; only
+    the page's experiments are read whole."""
+    searchers = experiment_queries.searchers_of(db, where)
+    matching = sa.select(Experiment.id).where(*where)
+    best = _best_metrics(db, searchers, Trial.experiment_id.in_(matching))
+
+    def goodness(experiment_id: int) -> tuple[float, int]:
+        value = best[experiment_id][0]
+        smaller = _searcher_of({"searcher": searchers[experiment_id]})[1]
+        return (value if smaller else -value, experiment_id)
+
+    present = sorted((i for i in searchers if i in best), key=goodness, reverse=descending)
+    missing = sorted((i for i in searchers if i not in best), reverse=descending)
+    ordered = present + missing
+    total = len(ordered)
     start = max(total + offset, 0) if offset < 0 else min(offset, total)
     end = total if limit <= 0 else min(start + limit, total)
     pagination = Pagination(
         offset=offset, limit=limit, start_index=start, end_index=end, total=total
     )
-    return GetExperimentSummariesResponse(experiments=items[start:end], pagination=pagination)
+    page = experiment_queries.experiments_by_id(db, ordered[start:end])
+    summaries = _summaries(db, page, best)
+    return GetExperimentSummariesResponse(experiments=summaries, pagination=pagination)
 
 
 @router.get("/experiments")
@@ -165,9 +187,8 @@ def get_experiment_summaries(
         "name": name,
     }
     if by_best:
-        rows, _ = experiment_queries.list_experiments(db, **filters)
-        ordered = _by_best_metric(_summaries(db, rows), order == OrderBy.DESC)
-        return _page(ordered, offset, limit)
+        where = experiment_queries.experiment_filters(db, **filters)
+        return _by_best_metric(db, where, order == OrderBy.DESC, offset, limit)
     rows, pagination = experiment_queries.list_experiments(
         db, **filters, sort_by=sort, order_by=order, offset=offset, limit=limit
     )
@@ -197,9 +218,16 @@ def _series(rows: Sequence[MetricsRow], kind: MetricsKind) -> GetMetricSeriesRes
 
 @router.get("/experiments/{experiment_id}/series")
 def get_experiment_series(
-    experiment_id: ExperimentId, db: DbSession, kind: MetricsKind = "training"
+    experiment_id: ExperimentId,
+    db: DbSession,
+    kind: MetricsKind = "training",
+    max_points: MaxPoints = None,
 ) -> GetMetricSeriesResponse:
     experiment = experiment_queries.get_experiment(db, experiment_id)
+    if max_points is not None:
+        of_experiment = Trial.experiment_id == experiment.id
+        rows, _ = metric_queries.downsampled_metrics(db, kind, of_experiment, max_points)
+        return _series(rows, kind)
     model = metric_queries.metrics_model(kind)
     trial_ids = sa.select(Trial.id).where(Trial.experiment_id == experiment.id)
     rows, _ = metric_queries.list_metrics(db, kind, model.trial_id.in_(trial_ids))
@@ -208,8 +236,11 @@ def get_experiment_series(
 
 @router.get("/trials/{trial_id}/series")
 def get_trial_series(
-    trial_id: TrialId, db: DbSession, kind: MetricsKind = "training"
+    trial_id: TrialId, db: DbSession, kind: MetricsKind = "training", max_points: MaxPoints = None
 ) -> GetMetricSeriesResponse:
     trial = trial_queries.get_trial(db, trial_id)
-    rows, _ = metric_queries.list_metrics(db, kind, [trial.id])
+    if max_points is not None:
+        rows, _ = metric_queries.downsampled_metrics(db, kind, Trial.id == trial.id, max_points)
+    else:
+        rows, _ = metric_queries.list_metrics(db, kind, [trial.id])
     return _series(rows, kind)

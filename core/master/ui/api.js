@@ -65,14 +65,18 @@ export async function request(path, { method = "GET", body, params, anonymous = 
   return data;
 }
 
+// Points per series a chart asks for: the master downsamples longer series, keeping each
+// one's first and last point and its extremes, so a trial of a million points draws at once.
+const CHART_POINTS = 1000;
+
 export const api = {
   master: () => request("/api/v1/master"),
   experiments: (params) => request("/api/v1/ui/experiments", { params }),
   experiment: (id) => request(`/api/v1/experiments/${id}`),
   trials: (id) => request(`/api/v1/experiments/${id}/trials`),
-  experimentSeries: (id, kind) => request(`/api/v1/ui/experiments/${id}/series`, { params: { kind } }),
+  experimentSeries: (id, kind) => request(`/api/v1/ui/experiments/${id}/series`, { params: { kind, maxPoints: CHART_POINTS } }),
   trial: (id) => request(`/api/v1/trials/${id}`),
-  trialSeries: (id, kind) => request(`/api/v1/ui/trials/${id}/series`, { params: { kind } }),
+  trialSeries: (id, kind) => request(`/api/v1/ui/trials/${id}/series`, { params: { kind, maxPoints: CHART_POINTS } }),
   trialCheckpoints: (id) => request(`/api/v1/trials/${id}/checkpoints`),
   // One page of log lines (at most 10,000 lines and 1 MiB): { offset } reads forward from a
   // line (negative: the tail), { before, limit } the lines before one.
