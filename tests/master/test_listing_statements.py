@@ -85,3 +85,29 @@ def test_listings_run_a_constant_number_of_statements(master: LiveMaster) -> Non
         experiments = client.get("/api/v1/experiments").json()["experiments"]
     assert len(versions) == 30 and len(experiments) == 16
     assert large == small
+
+
+def test_a_trials_checkpoints_list_in_a_constant_number_of_statements(
+    master: LiveMaster,
+) -> None:
+    with master.db() as db:
+        trial = make_trial(db, make_experiment(db, owner="admin"))
+        trial_id = trial.id
+
+    def add_checkpoints(first: int, count: int) -> None:
+        with master.db() as db:
+            row = db.get(type(trial), trial_id)
+            for batches in range(first, first + count):
+                validation = make_validation(db, row, batches, {"validation_loss": 0.5})
+                make_checkpoint(db, row, batches, validation=validation)
+
+    path = f"/api/v1/trials/{trial_id}/checkpoints"
+    with master.client(master.login("admin")) as client:
+        add_checkpoints(1, 2)
+        assert client.get(path).status_code == 200  # warm
+        with statements(master) as small:
+            assert len(client.get(path).json()["checkpoints"]) == 2
+        add_checkpoints(3, 28)
+        with statements(master) as large:
+            assert len(client.get(path).json()["checkpoints"]) == 30
+    assert len(large) == len(small)

@@ -180,17 +180,21 @@ def checkpoints_wire(db: Session, rows: Iterable[Checkpoint]) -> list[schemas.Ch
     """``checkpoint_wire`` of each row, loading their trials, experiments and validations
     in three queries rather than three per row."""
     rows = list(rows)
+    # Loaded into the session's identity map, where checkpoint_wire's db.get finds them, and
+    # held here meanwhile: the map keeps its objects by weak reference only.
+    held: list[object] = []
     if rows:
         trial_ids = {r.trial_id for r in rows}
         experiment_ids = {r.experiment_id for r in rows}
         validation_ids = {r.validation_id for r in rows if r.validation_id is not None}
-        # Loaded into the session's identity map, where checkpoint_wire's db.get finds them.
-        list(db.scalars(sa.select(Trial).where(Trial.id.in_(trial_ids))))
-        list(db.scalars(sa.select(Experiment).where(Experiment.id.in_(experiment_ids))))
+        held += db.scalars(sa.select(Trial).where(Trial.id.in_(trial_ids))).all()
+        held += db.scalars(sa.select(Experiment).where(Experiment.id.in_(experiment_ids))).all()
         if validation_ids:
             query = sa.select(ValidationMetrics).where(ValidationMetrics.id.in_(validation_ids))
-            list(db.scalars(query))
-    return [checkpoint_wire(db, r) for r in rows]
+            held += db.scalars(query).all()
+    wire = [checkpoint_wire(db, r) for r in rows]
+    del held
+    return wire
 
 
 _STATE_NUMBER = sa.case(
