@@ -527,6 +527,18 @@ def _line(r: LoadResult) -> str:
     )
 
 
+def choose_peers(parser: argparse.ArgumentParser, peers: str | None) -> str:
+    """``--peers``: MLflow's server where it is installed unless ``none`` was asked for."""
+    has_mlflow = importlib.util.find_spec("mlflow") is not None
+    if peers == "mlflow" and not has_mlflow:
+        parser.error("--peers mlflow: mlflow is not installed (pip install 'detlite[bench]')")
+    if peers is None:
+        peers = "mlflow" if has_mlflow else "none"
+        if not has_mlflow:
+            print("mlflow is not installed: measuring detlite alone", file=sys.stderr)
+    return peers
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=100, help="concurrent workers (100)")
@@ -540,13 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-workers", type=int, default=1, help="MLflow's server (1)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    has_mlflow = importlib.util.find_spec("mlflow") is not None
-    if args.peers == "mlflow" and not has_mlflow:
-        parser.error("--peers mlflow: mlflow is not installed (pip install 'detlite[bench]')")
-    if args.peers is None:
-        args.peers = "mlflow" if has_mlflow else "none"
-        if not has_mlflow:
-            print("mlflow is not installed: measuring detlite alone", file=sys.stderr)
+    args.peers = choose_peers(parser, args.peers)
     kinds = [d.strip() for d in args.databases.split(",") if d.strip()]
     for kind in kinds:
         if kind not in ("sqlite", "postgres"):

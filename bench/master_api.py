@@ -59,9 +59,7 @@ import importlib.util
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -74,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import load  # bench/load.py: MLflow's server and --peers (bench/ is on sys.path)
 import requests
 import sqlalchemy as sa
 import uvicorn
@@ -83,7 +82,6 @@ from sqlalchemy.engine import Engine, make_url
 from detlite.api import CheckpointState, ExperimentState, Session
 from detlite.config import validate_config
 from detlite.experimental._model import Model, create_model
-from detlite.launch import free_port
 from detlite.master import Settings, create_app
 from detlite.master.db import normalize_url
 from detlite.master.deps import MasterState
@@ -201,44 +199,11 @@ def mlflow_server(kind: str, tmp: Path, pg_url: str) -> Iterator[str]:
     """MLflow's tracking server (one worker) on a fresh database of ``kind``; its URL."""
     work = tmp / "mlflow"
     work.mkdir()
-    port = free_port()
     with database(kind, work, pg_url) as db_url:
-        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--workers", "1", "--uvicorn-opts", "--no-access-log"]
         # psycopg 3 for PostgreSQL, as the master uses (MLflow would ask for psycopg2).
-        command += ["--backend-store-uri", normalize_url(db_url).render_as_string(False)]
-        command += ["--default-artifact-root", str(work / "artifacts")]
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        log_path = work / "server.log"
-        with open(log_path, "wb") as log:
-            # A session of its own: `mlflow server` runs uvicorn in a child, stopped with it.
-            proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                deadline = time.monotonic() + 120
-                while not _answers(f"{url}/health"):
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"mlflow server exited: see {log_path}")
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"mlflow server did not start in 120 s: {log_path}")
-                    time.sleep(0.1)
-                yield url
-            finally:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        url = normalize_url(db_url).render_as_string(False)
+        with load.mlflow_server(url, work) as server:
+            yield server
 
 
 def login(url: str) -> Session:
@@ -579,6 +544,24 @@ def print_table(result: dict[str, Any]) -> None:
         print("  ratio: detlite / MLflow ops/s (above 1: detlite is faster)")
 
 
+def databases_to_measure(
+    parser: argparse.ArgumentParser, databases: str, postgres_url: str
+) -> tuple[list[str], dict[str, str]]:
+    """The databases ``--databases`` names that can be measured here, and why the others
+    cannot (PostgreSQL unreachable: said on stderr, and the run goes on without it)."""
+    kinds = [k.strip() for k in databases.split(",") if k.strip()]
+    if set(kinds) - {"sqlite", "postgres"} or not kinds:
+        parser.error(f"--databases takes sqlite and/or postgres, got {databases!r}")
+    skipped: dict[str, str] = {}
+    if "postgres" in kinds:
+        problem = postgres_problem(postgres_url)
+        if problem is not None:
+            skipped["postgres"] = problem
+            kinds.remove("postgres")
+            print(f"postgres skipped: {problem}", file=sys.stderr)
+    return kinds, skipped
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small counts (a few seconds)")
@@ -589,25 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    has_mlflow = importlib.util.find_spec("mlflow") is not None
-    if args.peers == "mlflow" and not has_mlflow:
-        parser.error("--peers mlflow: mlflow is not installed (pip install 'detlite[bench]')")
-    if args.peers is None:
-        args.peers = "mlflow" if has_mlflow else "none"
-        if not has_mlflow:
-            print("mlflow is not installed: measuring detlite alone", file=sys.stderr)
+    args.peers = load.choose_peers(parser, args.peers)
     sizes = QUICK if args.quick else FULL
-    kinds = [k.strip() for k in args.databases.split(",") if k.strip()]
-    unknown = set(kinds) - {"sqlite", "postgres"}
-    if unknown or not kinds:
-        parser.error(f"--databases takes sqlite and/or postgres, got {args.databases!r}")
-    skipped: dict[str, str] = {}
-    if "postgres" in kinds:
-        problem = postgres_problem(args.postgres_url)
-        if problem is not None:
-            skipped["postgres"] = problem
-            kinds.remove("postgres")
-            print(f"postgres skipped: {problem}", file=sys.stderr)
+    kinds, skipped = databases_to_measure(parser, args.databases, args.postgres_url)
     peer = args.peers == "mlflow"
     results = [run_database(kind, sizes, args.postgres_url, peer) for kind in kinds]
     report = {

@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from master_api import DEFAULT_PG_URL, database, login, postgres_problem, serve  # bench/ on path
+from master_api import (  # bench/ on path
+    DEFAULT_PG_URL,
+    database,
+    databases_to_measure,
+    login,
+    serve,
+)
 from sqlalchemy.engine import Engine
 
 from detlite.api import ExperimentState, Session
@@ -181,16 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=DEFAULT_PG_URL, help="an admin URL")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    kinds = [k.strip() for k in args.databases.split(",") if k.strip()]
-    if set(kinds) - {"sqlite", "postgres"} or not kinds:
-        parser.error(f"--databases takes sqlite and/or postgres, got {args.databases!r}")
-    skipped: dict[str, str] = {}
-    if "postgres" in kinds:
-        problem = postgres_problem(args.postgres_url)
-        if problem is not None:
-            skipped["postgres"] = problem
-            kinds.remove("postgres")
-            print(f"postgres skipped: {problem}", file=sys.stderr)
+    kinds, skipped = databases_to_measure(parser, args.databases, args.postgres_url)
     results = []
     for kind in kinds:
         results.append(run_database(kind, args))
