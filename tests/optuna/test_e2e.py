@@ -118,7 +118,7 @@ def test_a_killed_master_continues_the_same_study(tmp_path: Path) -> None:
         "divisor": 2,
         "sampler_options": {"n_startup_trials": 2},
     }
-    hparams = {**hyperparameters(), "sleep": 0.05}
+    hparams = {**hyperparameters(), "sleep": 0.1}
     first = e2e._start_master(tmp_path, port)
     second = None
     url = f"http://127.0.0.1:{port}"
@@ -136,7 +136,9 @@ def test_a_killed_master_continues_the_same_study(tmp_path: Path) -> None:
         first.send_signal(signal.SIGKILL)
         first.wait()
         before = searcher_state(db_url, exp_id)["method"]["study"]["trials"]
-        assert 3 <= len(before) < 6
+        # Killed mid-search: the study has results, and trials it still waits for.
+        assert len(before) >= 3
+        assert any(r["state"] == "RUNNING" for r in before) or len(before) < 6
         second = e2e._start_master(tmp_path, port)
         with httpx.Client(base_url=url, headers=headers) as api:
             e2e.wait_for("the search to end", lambda: e2e.exp_state(api, exp_id) in e2e.ENDED)
