@@ -15,12 +15,20 @@
   ``MAX_RETRY_AFTER`` seconds): the master's admission refuses before doing anything, so
   even a POST is safe to repeat. Both kinds share the ``retries`` bound.
 
+- The environment is read once, when the session is made: the proxy for the master's URL
+  (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and the CA bundle
+  (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``). requests would read them again on every
+  request (about 1 ms each, a scan of the whole environment), and would also send a
+  ``~/.netrc`` password for the master's host in place of the token; a session sends only
+  its token.
+
 ``get``/``post``/``put``/``patch``/``delete`` return the decoded JSON body (None when empty);
 ``request`` returns the ``requests.Response`` itself (for streams and files).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -98,6 +106,11 @@ class Session:
         self.retries = retries
         self.backoff = backoff
         self._http = requests.Session()
+        self._http.trust_env = False  # read once, below (module doc)
+        self._http.proxies.update(requests.utils.get_environ_proxies(self.master))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            self._http.verify = bundle
 
     def __repr__(self) -> str:
         return f"Session(master={self.master!r}, user={self.user!r})"

@@ -63,6 +63,29 @@ def test_nothing_listening_is_master_not_found_naming_the_url() -> None:
         session.get("/api/v1/health")
 
 
+def test_the_proxy_settings_are_read_once_and_netrc_never_replaces_the_token(
+    sqlite_master: LiveMaster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token = sqlite_master.login("determined")
+    host = sqlite_master.url.removeprefix("http://").split(":")[0]
+    # A ~/.netrc entry for the master's host: requests alone would send it as Basic auth.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    netrc = tmp_path / ".netrc"
+    netrc.write_text(f"machine {host} login someone password secret\n")
+    netrc.chmod(0o600)
+    # A proxy where nothing listens, and the master's host exempt from it.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("NO_PROXY", host)
+    with Session(sqlite_master.url, token=token) as session:
+        assert session.get("/api/v1/auth/user")["user"]["username"] == "determined"
+        # Read when the session was made: a change afterwards is not seen.
+        monkeypatch.delenv("NO_PROXY")
+        assert session.get("/api/v1/auth/user")["user"]["username"] == "determined"
+    # A session made now goes through the proxy, which cannot be reached.
+    with Session(sqlite_master.url, token=token) as session, pytest.raises(MasterNotFound):
+        session.get("/api/v1/auth/user")
+
+
 # -- typed errors and retries ---------------------------------------------------------------
 
 
