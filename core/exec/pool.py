@@ -96,12 +96,21 @@ __all__ = [
     "PoolParent",
     "encode",
     "main",
+    "pool_turned_off",
 ]
 
 log = logging.getLogger("detlite.exec.pool")
 
 #: ``DETLITE_WORKER_POOL=0`` in the resource manager's environment turns the pool off.
 POOL_ENV = "DETLITE_WORKER_POOL"
+
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
+def pool_turned_off(env: Mapping[str, str]) -> bool:
+    """Whether ``DETLITE_WORKER_POOL`` in ``env`` turns the pool off (0, false, no, off)."""
+    return env.get(POOL_ENV, "1").strip().lower() in _OFF
+
 
 #: The variables that belong to one run (or one rank) of a trial: a pool parent is started
 #: without them, and everything else in its environment is what its imports saw.
@@ -567,7 +576,15 @@ def _run_worker() -> int:
     sys.argv = [str(trial.__file__)]
     sys.modules["__main__"] = trial  # as ``python -m detlite.exec.trial`` has it
     try:
-        status = trial.main([])
+        _pdir = os.environ.get("DETLITE_PROFILE_CHILD")
+        if _pdir:
+            import cProfile
+
+            _prof = cProfile.Profile()
+            status = _prof.runcall(trial.main, [])
+            _prof.dump_stats(f"{_pdir}/{os.getpid()}.prof")
+        else:
+            status = trial.main([])
     except SystemExit as exc:
         status = _exit_status(exc)
     except KeyboardInterrupt:

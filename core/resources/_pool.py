@@ -239,6 +239,17 @@ class WarmPool:
     def _gone_now(self) -> bool:
         return self.state == "gone"
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the warm-up to end; whether it serves."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.state == "warming":
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self.state == "ready"
+
     def close(self, wait: float | None = None) -> None:
         """Shut the socket (the parent kills its children and exits); with ``wait``, wait
         up to that many seconds for it to be gone."""

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from detlite.errors import DetliteError
-from detlite.exec.pool import POOL_ENV
+from detlite.exec.pool import pool_turned_off
 from detlite.interfaces import ResourceManager, WorkerSpec
 from detlite.launch import free_port
 from detlite.resources._pool import PooledProcess, PoolRegistry, PoolUnavailable, WarmPool
@@ -85,7 +85,6 @@ logger = logging.getLogger("detlite.resources")
 
 _NVIDIA_SMI_TIMEOUT_S = 10.0
 _KILL_WAIT_S = 10.0
-_POOL_OFF = frozenset({"0", "false", "no", "off"})
 
 
 class InsufficientSlots(DetliteError, RuntimeError):
@@ -376,7 +375,7 @@ class LocalResourceManager(ResourceManager):
 
     def _pool_for(self, spec: WorkerSpec, base: Mapping[str, str]) -> WarmPool | None:
         """The warm pool parent that forks this launch's workers; None: plain processes."""
-        if not self.pool or base.get(POOL_ENV, "1").strip().lower() in _POOL_OFF:
+        if not self.pool or pool_turned_off(base):
             return None
         return self._pools.for_launch(spec.command, base)
 

@@ -22,6 +22,18 @@ pid; 5 s after that, a driver stuck in a Ray call exits anyway), or Ray ends it.
 its groups end with it (their actors are killed; Ray also kills the actors of a driver that
 is gone). SIGINT is ignored: Ctrl-C on the master's terminal is the master's to handle, and
 the master stops its workers before the driver.
+
+Actors are reused within an experiment. When a single-slot group ends with its worker's
+own exit (its actor alive: not killed, not lost), the actor is kept idle for
+``IDLE_ACTOR_S`` seconds (30), and the experiment's next single-slot launch on the same kind
+of slot takes it instead of asking Ray for a new one (a Ray worker process, started by the
+raylet). The actor forks that run's worker from its warm pool parent (``detlite.ray._rank``):
+a fresh process per trial, as on the local manager. An idle actor still holds its slot in
+Ray, so a launch that needs new actors first kills idle ones until the running groups, the
+idle actors and the launch fit in the cluster's slots (other experiments' idle actors
+first, the oldest first); multi-slot groups (placement groups) are never reused. An idle
+actor that died meanwhile (its node lost) is replaced by a new one when its launch finds
+out, at no cost to the trial's restarts.
 """
 
 from __future__ import annotations
@@ -49,14 +61,16 @@ from detlite.ray._link import RayConnectionError, is_loopback
 from detlite.ray._rank import PYTHON, RankActor
 from detlite.resources.stragglers import ChiefWatch
 
-__all__ = ["METHODS", "RayDriver", "main", "wait_for_slot"]
+__all__ = ["IDLE_ACTOR_S", "METHODS", "RayDriver", "main", "wait_for_slot"]
 
 logger = logging.getLogger("detlite.ray")
 
 #: What a parent may ask a child driver (besides ``close``).
-METHODS = frozenset({"slots", "launch", "state", "terminate", "forget"})
+METHODS = frozenset({"slots", "launch", "state", "terminate", "forget", "release_idle"})
 _PARENT_CHECK_S = 1.0
 _ORPHAN_GRACE_S = 5.0
+#: Seconds an ended single-slot group's actor waits for its experiment's next launch.
+IDLE_ACTOR_S = 30.0
 
 
 @dataclass
@@ -74,8 +88,24 @@ class _Group:
     placement: list[dict[str, Any]] | None = None
     run_refs: list[Any] | None = None
     codes: dict[int, int] = field(default_factory=dict)
+    returned: set[int] = field(default_factory=set)  # ranks whose ``run`` returned
     exit_code: int | None = None
     failed_rank: int | None = None
+    reused: bool = False
+
+    @property
+    def experiment(self) -> str:
+        return str(self.spec.env.get("DETLITE_EXPERIMENT_ID", ""))
+
+
+@dataclass
+class _Idle:
+    """An actor whose single-slot group ended, kept for its experiment's next launch."""
+
+    actor: Any
+    experiment: str
+    gpus: bool
+    since: float
 
 
 class RayDriver:
@@ -92,12 +122,14 @@ class RayDriver:
         self.gpus = False
         self._slots = 0
         self._groups: dict[str, _Group] = {}
+        self._idle: list[_Idle] = []
         self._lock = threading.RLock()
 
     # -- slots --------------------------------------------------------------------------------
 
     def slots(self) -> tuple[int, bool]:
         """Look at the cluster now: (slots, whether a slot is a GPU)."""
+        self._drop_idle()
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = int(resources.get("CPU", 0))
@@ -130,23 +162,19 @@ class RayDriver:
                     f"cluster has {slots} slot(s) now and {busy} in use; it waits"
                 )
             handle = f"trial{spec.trial_id}-{uuid.uuid4().hex[:10]}"
-            resource = {"GPU": 1.0} if gpus else {"CPU": 1.0}
+            experiment = str(spec.env.get("DETLITE_EXPERIMENT_ID", ""))
+            kept = self._take_idle(experiment, gpus) if spec.slots == 1 and experiment else None
             pg = None
-            if spec.slots > 1:
-                pg = placement_group([dict(resource)] * spec.slots, strategy="PACK", name=handle)
-            actors = []
-            for rank in range(spec.slots):
-                options: dict[str, Any] = {
-                    "num_gpus": 1 if gpus else 0,
-                    "num_cpus": 0 if gpus else 1,
-                    "max_restarts": 0,
-                    "name": f"{handle}-rank{rank}",
-                }
-                if pg is not None:
-                    options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                        placement_group=pg, placement_group_bundle_index=rank
+            if kept is not None:
+                actors = [kept]
+            else:
+                self._make_room(busy + spec.slots, slots)
+                if spec.slots > 1:
+                    resource = {"GPU": 1.0} if gpus else {"CPU": 1.0}
+                    pg = placement_group(
+                        [dict(resource)] * spec.slots, strategy="PACK", name=handle
                     )
-                actors.append(RankActor.options(**options).remote())  # type: ignore[attr-defined]
+                actors = self._new_actors(handle, spec.slots, gpus, pg)
             self._groups[handle] = _Group(
                 handle=handle,
                 spec=spec,
@@ -156,8 +184,61 @@ class RayDriver:
                 where_refs=[a.where.remote(rank == 0) for rank, a in enumerate(actors)],
                 watch=ChiefWatch(self.straggler_grace),
                 group=pg,
+                reused=kept is not None,
             )
             return handle, slots, gpus
+
+    @staticmethod
+    def _new_actors(handle: str, ranks: int, gpus: bool, pg: PlacementGroup | None) -> list[Any]:
+        actors = []
+        for rank in range(ranks):
+            options: dict[str, Any] = {
+                "num_gpus": 1 if gpus else 0,
+                "num_cpus": 0 if gpus else 1,
+                "max_restarts": 0,
+                "name": f"{handle}-rank{rank}-{uuid.uuid4().hex[:6]}",
+            }
+            if pg is not None:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    placement_group=pg, placement_group_bundle_index=rank
+                )
+            actors.append(RankActor.options(**options).remote())  # type: ignore[attr-defined]
+        return actors
+
+    # -- idle actors (the module doc) -----------------------------------------------------------
+
+    def _take_idle(self, experiment: str, gpus: bool) -> Any:
+        for kept in reversed(self._idle):  # the most recently used: its pool parent is warm
+            if kept.experiment == experiment and kept.gpus == gpus:
+                self._idle.remove(kept)
+                return kept.actor
+        return None
+
+    def _make_room(self, needed: int, slots: int) -> None:
+        """Kill idle actors until ``needed`` slots and the idle ones fit in ``slots``."""
+        self._idle.sort(key=lambda kept: kept.since)
+        while self._idle and needed + len(self._idle) > slots:
+            self._kill([self._idle.pop(0).actor])
+
+    def _drop_idle(self, older_than: float = IDLE_ACTOR_S) -> None:
+        now = time.monotonic()
+        old = [kept for kept in self._idle if now - kept.since >= older_than]
+        if old:
+            self._idle = [kept for kept in self._idle if kept not in old]
+            self._kill([kept.actor for kept in old])
+
+    def release_idle(self) -> int:
+        """Kill every idle actor now (their slots go back to Ray); how many there were."""
+        with self._lock:
+            count = len(self._idle)
+            self._drop_idle(older_than=0.0)
+            return count
+
+    @staticmethod
+    def _kill(actors: list[Any]) -> None:
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
 
     def _group(self, handle: str) -> _Group:
         try:
@@ -170,6 +251,7 @@ class RayDriver:
         with self._lock:
             group = self._group(handle)
             self._poll(group)
+            self._drop_idle()
             placement = [dict(p) for p in group.placement] if group.placement else None
             return group.exit_code, group.failed_rank, placement
 
@@ -209,6 +291,16 @@ class RayDriver:
         try:
             placement = [dict(p) for p in ray.get(refs)]
         except RayError as exc:
+            if group.reused:  # it died while idle: a new actor, as if none had been kept
+                group.reused = False
+                self._kill(group.actors)
+                self._make_room(
+                    sum(g.spec.slots for g in self._groups.values() if g.exit_code is None),
+                    self._slots,
+                )
+                group.actors = self._new_actors(group.handle, 1, self.gpus, None)
+                group.where_refs = [group.actors[0].where.remote(True)]
+                return
             logger.warning("trial %d: a rank died before it started: %s", group.spec.trial_id, exc)
             group.exit_code = -signal.SIGKILL
             return
@@ -247,6 +339,7 @@ class RayDriver:
     def _rank_code(self, group: _Group, rank: int, ref: Any) -> int:
         try:
             code, tail = ray.get(ref)
+            group.returned.add(rank)
         except TaskCancelledError:
             return -signal.SIGTERM
         except RayActorError as exc:
@@ -265,10 +358,12 @@ class RayDriver:
         return int(code)
 
     def _end(self, group: _Group) -> None:
-        # Every actor goes (its worker with it, through the guard), then the reservation.
-        for actor in group.actors:
-            with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
+        # A single-slot group's actor whose run returned waits for the experiment's next
+        # launch; otherwise every actor goes (its worker with it), then the reservation.
+        if group.spec.slots == 1 and group.returned == {0} and group.experiment:
+            self._idle.append(_Idle(group.actors[0], group.experiment, self.gpus, time.monotonic()))
+        else:
+            self._kill(group.actors)
         if group.group is not None:
             with contextlib.suppress(Exception):
                 remove_placement_group(group.group)
@@ -281,9 +376,7 @@ class RayDriver:
                 return
             if force or group.run_refs is None:
                 # Nothing to ask nicely (not started yet), or told to kill.
-                for actor in group.actors:
-                    with contextlib.suppress(Exception):
-                        ray.kill(actor, no_restart=True)
+                self._kill(group.actors)
                 return
             for actor in group.actors:
                 with contextlib.suppress(Exception):
@@ -299,12 +392,13 @@ class RayDriver:
             del self._groups[handle]
 
     def end_all(self) -> None:
-        """Kill every running group (at close)."""
+        """Kill every running group and every idle actor (at close)."""
         with self._lock:
             for group in self._groups.values():
                 if group.exit_code is None:
                     group.exit_code = -signal.SIGKILL
                     self._end(group)
+            self._drop_idle(older_than=0.0)
 
 
 def wait_for_slot(driver: RayDriver, deadline: float) -> tuple[int, bool]:

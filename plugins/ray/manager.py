@@ -33,8 +33,10 @@ None while a rank runs; the first nonzero code ends the group (the other ranks a
 all zero is 0; a rank still running ``straggler_grace`` seconds after rank 0 exited 0 is
 killed as stuck (``-SIGKILL``, that rank failed). A rank whose actor died reads as killed
 (``-SIGKILL``). ``terminate`` signals the workers (SIGTERM), or with ``force`` kills the
-actors. Every worker gets the master's ``DETLITE_*`` variables (``DETLITE_EXTRA_PLUGINS``;
-not ``DETLITE_PASSWORD``), under the launch's own. Logs go to
+actors. A single-slot trial's actor is kept for the experiment's next trial, which it forks
+from a warm pool parent (``detlite.ray._driver`` and ``detlite.ray._rank``; ``release_idle``
+gives idle actors back at once). Every worker gets the master's ``DETLITE_*`` variables
+(``DETLITE_EXTRA_PLUGINS``; not ``DETLITE_PASSWORD``), under the launch's own. Logs go to
 ``<work_dir>/<handle>/rank<N>.out`` and ``.err`` on the rank's node; a failed rank's stderr
 tail is copied to the same path here when that node is another machine.
 
@@ -528,6 +530,14 @@ class RayResourceManager(ResourceManager):
                 self._owed[handle] = "forget"
         except KeyError:
             pass
+
+    def release_idle(self) -> int:
+        """Give the idle actors kept for reuse back to Ray now (``detlite.ray._driver``'s
+        module doc); how many there were (0 while the cluster does not answer)."""
+        try:
+            return int(self._ask("release_idle"))
+        except _Unavailable:
+            return 0
 
     def close(self) -> None:
         """Kill every group this manager started; end its driver (``inline``: disconnect
