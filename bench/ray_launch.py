@@ -13,11 +13,15 @@ pure Python, so that what is timed is detlite and Ray, not a framework) are crea
 HTTP one after the other; the figure is the seconds from the create request to the end of
 the trial's first trained batch (the ``endTime`` of its first training-metrics report,
 ``scheduling_unit: 1``). The first experiment on each master is ``cold`` (on Ray it also
-pays for starting Ray worker processes); the next ones are ``warm`` (median). The ratio
-``ray / local`` is printed for both.
+pays for starting Ray worker processes); the next ones are ``warm`` (median). Then one
+search on each: ``--search-trials`` single-slot trials of 2 batches (16; a random search,
+2 at a time), from the create request to the experiment's COMPLETED state. On Ray, a
+trial's actor serves its experiment's next trial, forking it from a warm pool parent
+(``detlite.ray._driver``); on the local manager, the warm pool forks them. The ratio
+``ray / local`` is printed for each figure.
 
-python bench/ray_launch.py             # 3 warm repeats
-python bench/ray_launch.py --repeats 1 # a smoke run
+python bench/ray_launch.py             # 3 warm repeats, a search of 16 trials
+python bench/ray_launch.py --repeats 1 --search-trials 4   # a smoke run
 python bench/ray_launch.py --json      # everything as JSON
 """
 
@@ -230,25 +234,66 @@ def first_batches(url: str, count: int) -> list[float]:
     return figures
 
 
-def run(repeats: int) -> dict[str, Any]:
+def search_seconds(url: str, trials: int) -> float:
+    """Seconds from creating a search of ``trials`` single-slot trials to its end."""
+    import httpx
+
+    cfg = _config()
+    cfg["hyperparameters"]["bench_x"] = {"type": "double", "minval": 0.0, "maxval": 1.0}
+    cfg["searcher"] = {
+        "name": "random",
+        "metric": "validation_loss",
+        "max_trials": trials,
+        "max_concurrent_trials": 2,
+        "max_length": {"batches": 2},
+    }
+    with httpx.Client(base_url=url, timeout=60) as api:
+        token = api.post("/api/v1/auth/login", json={"username": "determined", "password": ""})
+        api.headers["Authorization"] = f"Bearer {token.json()['token']}"
+        started = time.monotonic()
+        created = api.post(
+            "/api/v1/experiments", json={"config": cfg, "contextArchive": _archive()}
+        )
+        created.raise_for_status()
+        exp_id = created.json()["experiment"]["id"]
+        deadline = started + 600
+        while True:
+            state = api.get(f"/api/v1/experiments/{exp_id}").json()["experiment"]["state"]
+            if state == "STATE_COMPLETED":
+                return time.monotonic() - started
+            if state in ("STATE_ERROR", "STATE_CANCELED") or time.monotonic() > deadline:
+                raise RuntimeError(f"the search (experiment {exp_id}) ended {state}")
+            time.sleep(0.02)
+
+
+def run(repeats: int, search_trials: int) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="detlite-bench-ray-"))
     results: dict[str, Any] = {}
+    searches: dict[str, float] = {}
     try:
         with master(base, "local", "--resource-manager=local") as url:
             results["local"] = first_batches(url, 1 + repeats)
+            searches["local"] = search_seconds(url, search_trials)
         with ray_head(base, cpus=2) as address:
             options = ("--resource-manager=ray", f"--ray-address={address}")
             with master(base, "ray", *options) as url:
                 results["ray"] = first_batches(url, 1 + repeats)
+                searches["ray"] = search_seconds(url, search_trials)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     summary: dict[str, Any] = {}
     for name in ("local", "ray"):
         figures = results[name]
-        summary[name] = {"cold_s": figures[0], "warm_s": statistics.median(figures[1:])}
+        summary[name] = {
+            "cold_s": figures[0],
+            "warm_s": statistics.median(figures[1:]),
+            "search_s": searches[name],
+        }
     summary["ratio"] = {
-        kind: summary["ray"][kind] / summary["local"][kind] for kind in ("cold_s", "warm_s")
+        kind: summary["ray"][kind] / summary["local"][kind]
+        for kind in ("cold_s", "warm_s", "search_s")
     }
+    summary["search_trials"] = search_trials
     summary["raw"] = results
     summary["load_average"] = os.getloadavg()
     return summary
@@ -257,19 +302,25 @@ def run(repeats: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeats", type=int, default=3, help="warm experiments per master")
+    parser.add_argument(
+        "--search-trials", type=int, default=16, help="trials of the search on each master"
+    )
     parser.add_argument("--json", action="store_true", help="print everything as JSON")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    summary = run(args.repeats)
+    if args.search_trials < 1:
+        parser.error("--search-trials must be at least 1")
+    summary = run(args.repeats, args.search_trials)
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    print("create -> first trained batch (seconds)")
-    print(f"{'':8}{'local':>10}{'ray':>10}{'ray/local':>12}")
-    for kind, label in (("cold_s", "cold"), ("warm_s", "warm")):
+    print("create -> first trained batch, and a search's wall time (seconds)")
+    print(f"{'':12}{'local':>10}{'ray':>10}{'ray/local':>12}")
+    rows = (("cold_s", "cold"), ("warm_s", "warm"), ("search_s", f"search x{args.search_trials}"))
+    for kind, label in rows:
         local, ray_s = summary["local"][kind], summary["ray"][kind]
-        print(f"{label:8}{local:>10.2f}{ray_s:>10.2f}{summary['ratio'][kind]:>12.2f}")
+        print(f"{label:12}{local:>10.2f}{ray_s:>10.2f}{summary['ratio'][kind]:>12.2f}")
     load = ", ".join(f"{x:.1f}" for x in summary["load_average"])
     print(f"load average at the end: {load}")
 
