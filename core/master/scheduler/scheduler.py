@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from detlite.api.enums import ExperimentState
 from detlite.config import ExperimentConfig
@@ -232,6 +232,12 @@ class Scheduler:
         if config is None:
             config = get_plugins().load_config(experiment.config)
             self._configs[experiment.id] = config
+        return config
+
+    def _config_of(self, db: Session, experiment_id: int) -> ExperimentConfig:
+        config = self._configs.get(experiment_id)
+        if config is None:
+            config = self.config(db.get_one(Experiment, experiment_id))
         return config
 
     def _driver(self, db: Session, experiment: Experiment) -> Driver:
@@ -415,20 +421,32 @@ class Scheduler:
 
     def _poll(self, db: Session) -> None:
         assert self.rm is not None
+        # Columns first: most groups still run, and need no trial (nor experiment) loaded.
         query = (
-            sa.select(Trial)
-            .where(Trial.allocation_id.is_not(None))
-            .options(selectinload(Trial.experiment))
+            sa.select(
+                Trial.id,
+                Trial.allocation_id,
+                Trial.allocation_handle,
+                Trial.placement.is_(None),
+                Trial.state,
+            )
+            .where(Trial.allocation_id.is_not(None), Trial.allocation_handle.is_not(None))
             .order_by(Trial.id)
         )
-        for trial in list(db.scalars(query)):
-            handle = trial.allocation_handle
-            if handle is None:
-                continue
+        for trial_id, allocation_id, handle, unplaced, state in list(db.execute(query)):
+            assert handle is not None  # the query's
             try:
                 code = self.rm.poll(handle)
             except KeyError:
                 code = -1  # the manager no longer knows the group: treat it as lost
+            if code is None and not unplaced:
+                if state == S.STOPPING_KILLED and allocation_id not in self._killed:
+                    self._killed.add(str(allocation_id))
+                    self.rm.terminate(handle, force=True)
+                continue
+            trial = db.get(Trial, trial_id)
+            if trial is None or trial.allocation_handle != handle:
+                continue  # changed since the query (a request ended it meanwhile)
             if trial.placement is None and self._record_placement(trial, handle):
                 db.commit()
             if code is None:
@@ -568,10 +586,14 @@ class Scheduler:
             return
         total = self.rm.total_slots()
         used: dict[int, int] = {}
-        query = sa.select(Trial).where(Trial.allocation_id.is_not(None))
-        for trial in db.scalars(query):
-            slots = self.config(trial.experiment).resources.slots_per_trial
-            used[trial.experiment_id] = used.get(trial.experiment_id, 0) + slots
+        query = (
+            sa.select(Trial.experiment_id, sa.func.count())
+            .where(Trial.allocation_id.is_not(None))
+            .group_by(Trial.experiment_id)
+        )
+        for experiment_id, groups in list(db.execute(query)):
+            slots = self._config_of(db, experiment_id).resources.slots_per_trial
+            used[experiment_id] = slots * int(groups)
         free = total - sum(used.values())
         runnable = list(
             db.scalars(
