@@ -576,15 +576,7 @@ def _run_worker() -> int:
     sys.argv = [str(trial.__file__)]
     sys.modules["__main__"] = trial  # as ``python -m detlite.exec.trial`` has it
     try:
-        _pdir = os.environ.get("DETLITE_PROFILE_CHILD")
-        if _pdir:
-            import cProfile
-
-            _prof = cProfile.Profile()
-            status = _prof.runcall(trial.main, [])
-            _prof.dump_stats(f"{_pdir}/{os.getpid()}.prof")
-        else:
-            status = trial.main([])
+        status = trial.main([])
     except SystemExit as exc:
         status = _exit_status(exc)
     except KeyboardInterrupt:
