@@ -23,9 +23,11 @@ A ``TrialRunner`` calls it on the chief (rank 0) only:
   ``POST /api/v1/checkpoints`` (state COMPLETED, the upload's file records, the metadata),
   then the local copy is removed: storage holds the checkpoint from then on, and a worker
   that trains for long must not fill its disk. Upload first, record second: the master
-  never lists a checkpoint whose files are not stored. ``before_upload``, when given, is
-  called first: the worker asks there whether its run is still current, so that a fenced
-  run writes nothing into storage.
+  never lists a checkpoint whose files are not stored. The queued training reports are
+  sent first; when there were none, ``before_upload`` (when given) is called: the worker
+  asks there whether its run is still current, so that a fenced run writes nothing into
+  storage. Reports the master has just stored answer the same question (it refuses every
+  request of a fenced run), one round trip sooner.
 - ``log``: a line through the ``detlite.exec`` logger, which the log shipper forwards.
 - TensorBoard (given ``tensorboard_dir``): every training and validation report is also
   recorded as scalars in an event file there (``detlite.tensorboard``), uploaded to the
@@ -152,8 +154,9 @@ class _TrainingBatches:
             self._queued.append(body)
             self._cond.notify_all()
 
-    def flush(self) -> None:
-        """Send what is queued, here and now; returns once the master has stored it."""
+    def flush(self) -> bool:
+        """Send what is queued, here and now; returns once the master has stored it,
+        whether there was anything to send."""
         with self._cond:
             while self._sending:
                 self._cond.wait()
@@ -161,7 +164,7 @@ class _TrainingBatches:
             batch, self._queued = self._queued, []
             self._sending = bool(batch)
         if not batch:
-            return
+            return False
         try:
             for start in range(0, len(batch), _FLUSH_MAX):
                 self._send_here(batch[start : start + _FLUSH_MAX])
@@ -169,6 +172,7 @@ class _TrainingBatches:
             with self._cond:
                 self._sending = False
                 self._cond.notify_all()
+        return True
 
     def close(self) -> None:
         with self._cond:
@@ -244,6 +248,10 @@ class MasterReporter:
             self.events = TrialEventLog(tensorboard_dir, experiment_id, trial_id)
         self._thread_client: MasterClient | None = None
         self._batches = _TrainingBatches(self._send_from_thread, self._send_here)
+        #: Set by the chief's worker: a validation is kept (``take_held_validation``) to go
+        #: with the operation's completion, instead of a request of its own.
+        self.hold_validations = False
+        self._held: dict[str, Any] | None = None
 
     @property
     def storage(self) -> StorageBackend:
@@ -299,18 +307,41 @@ class MasterReporter:
     ) -> None:
         self.flush()
         body = self._metrics_body(batches_trained, metrics, num_inputs)
-        self.client.post(
-            f"/api/v1/trials/{self.trial_id}/validation_metrics", {"validationMetrics": body}
-        )
+        if self.hold_validations:
+            self.send_held()  # an earlier one goes first, in its own request
+            self._held = body
+        else:
+            self._post_validation(body)
         log.info("validated after %d batches: %s", batches_trained, body["metrics"])
         if self.events is not None:
             self.events.record("val", batches_trained, body["metrics"])
 
+    def _post_validation(self, body: dict[str, Any]) -> None:
+        self.client.post(
+            f"/api/v1/trials/{self.trial_id}/validation_metrics", {"validationMetrics": body}
+        )
+
+    def take_held_validation(self) -> dict[str, Any] | None:
+        """The validation held for the completion (its body), which the caller now sends."""
+        held, self._held = self._held, None
+        return held
+
+    def send_held(self) -> bool:
+        """Send the held validation now, if there is one; whether there was."""
+        held = self.take_held_validation()
+        if held is None:
+            return False
+        self._post_validation(held)
+        return True
+
     def report_checkpoint(self, path: str, metadata: Mapping[str, Any]) -> None:
         src = Path(path)
         uuid = src.name
-        self.flush()
-        if self._before_upload is not None:
+        # Training reports stored just now prove this run current as well as asking would
+        # (a fenced run's every request is refused): ask only when there were none.
+        sent = self.send_held()
+        sent = self._batches.flush() or sent
+        if self._before_upload is not None and not sent:
             self._before_upload()
         if self.plugins is not None:
             self.plugins.checkpoint_saved(str(src), metadata)
@@ -351,6 +382,7 @@ class MasterReporter:
     def close(self) -> None:
         """The run is over: send the queued reports, upload the event files a last time."""
         try:
+            self.send_held()
             self.flush()
         except Exception as exc:  # the worker is ending already: say so, do not mask why
             log.error("could not send the last training metrics: %s", exc)

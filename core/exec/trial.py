@@ -37,10 +37,11 @@ What a worker does, in order:
    clone continues from its parent's batches, as the searcher's lengths expect).
 4. Loop over operations: ``VALIDATE_AFTER`` trains to the length and validates
    (``TrialRunner.train_to``) and the chief posts ``completed_operation`` with the searcher
-   metric, whose answer is the next operation; ``WAIT`` (the searcher has not decided) asks
-   ``GET /api/v1/trials/{id}/searcher/operation?allocationId=&after=`` again (0.1 s,
-   growing to 1 s), as do the other ranks for every operation; ``CLOSE`` or ``preempt``
-   checkpoints what is un-checkpointed and exits 0. Training metrics go in batches
+   metric and that validation's metrics (stored in the same transaction, instead of a
+   request of their own), whose answer is the next operation; ``WAIT`` (the searcher has
+   not decided) asks ``GET /api/v1/trials/{id}/searcher/operation?allocationId=&after=``
+   again (0.1 s, growing to 1 s), as do the other ranks for every operation; ``CLOSE`` or
+   ``preempt`` checkpoints what is un-checkpointed and exits 0. Training metrics go in batches
    (``detlite.exec.reporter``), all of an operation's stored before its completion.
 
 Every rank asks for operations with its own ``after``; the master gives all ranks the same
@@ -61,8 +62,9 @@ launched another run of the trial (its node was lost, say) or ended it, every re
 410 (``StaleRun``) and nothing of it is stored. The first 410 any thread meets (the poll,
 a report, the log shipper) ends the process at once with status 3 and a line on stderr:
 no checkpoint is uploaded, no TensorBoard file synced, no log line shipped. The chief also
-asks the master right before each checkpoint upload, so a run fenced between two polls does
-not write into checkpoint storage. A stop the trial requested
+asks the master right before each checkpoint upload (the training reports it sends first
+are that question, when there are any), so a run fenced between two polls does not write
+into checkpoint storage. A stop the trial requested
 itself (``context.set_stop_requested(True)``) makes the chief post ``early_exit``
 ``USER_REQUESTED_STOP``; ``InvalidHP`` from the trial, ``early_exit`` ``INVALID_HP``; both
 exit 0.
@@ -260,6 +262,7 @@ class TrialWorker:
             latest_checkpoint=restore,
         )
         if self.is_chief:
+            reporter.hold_validations = True  # sent with the completion (``run``)
             plugins.trial_started(env.experiment_id, env.trial_id, start["hparams"])
         return runner, plugins, config
 
@@ -339,9 +342,11 @@ class TrialWorker:
                     watch.arm(False)
                 if self.is_chief:
                     metric = searcher_metric_value(config, result.metrics)
-                    answer = self._post(
-                        "searcher/completed_operation", {"length": length, "searcherMetric": metric}
-                    )
+                    body: dict[str, Any] = {"length": length, "searcherMetric": metric}
+                    held = self.reporter.take_held_validation() if self.reporter else None
+                    if held is not None:
+                        body["validationMetrics"] = held
+                    answer = self._post("searcher/completed_operation", body)
                     known = _operation_of(answer) if answer and "operation" in answer else None
                 after = length
         except TrialStopped:

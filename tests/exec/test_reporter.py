@@ -143,6 +143,53 @@ def test_reporter_metrics_checkpoints_restore(master: LiveMaster, tmp_path: Path
     client.close()
 
 
+def test_a_held_validation_waits_for_the_completion_and_goes_before_anything_else(
+    master: LiveMaster, tmp_path: Path
+) -> None:
+    """The chief's reporter holds its latest validation for the operation's completion; an
+    earlier one, a checkpoint or the end of the run send what it holds first."""
+    _, trial_id, raw = _rows(master, tmp_path)
+    config = load_config(raw)
+    client = MasterClient(master.url, master.login("determined"), retry_for=5)
+    reporter = MasterReporter(client, trial_id=trial_id, trial_run_id=0, config=config)
+    reporter.hold_validations = True
+    api = master.client(master.login("admin"))
+
+    def stored() -> list[int]:
+        answer = api.get(f"/api/v1/trials/{trial_id}/metrics", params={"kind": "validation"})
+        return [row["stepsCompleted"] for row in answer.json()["metrics"]]
+
+    reporter.report_validation(2, {"validation_loss": 0.5}, 4)
+    assert stored() == []
+    reporter.report_validation(4, {"validation_loss": 0.4}, 4)  # the earlier one goes now
+    assert stored() == [2]
+    held = reporter.take_held_validation()
+    assert held is not None and held["stepsCompleted"] == 4
+    assert held["metrics"] == {"validation_loss": 0.4} and reporter.take_held_validation() is None
+
+    # A checkpoint sends the held validation first (it proves the run current too).
+    reporter.report_validation(6, {"validation_loss": 0.3}, 4)
+    checkpoint = tmp_path / "ckpt-6" / "0e4c4a46-6b1c-4d7c-9a35-000000000006"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "weights").write_text("6")
+    asked: list[str] = []
+    reporter._before_upload = lambda: asked.append("asked")
+    reporter.report_checkpoint(str(checkpoint), {"batches_trained": 6})
+    assert stored() == [2, 6] and asked == []
+    # With nothing sent first, the run is asked about before the upload.
+    other = tmp_path / "ckpt-7" / "0e4c4a46-6b1c-4d7c-9a35-000000000007"
+    other.mkdir(parents=True)
+    (other / "weights").write_text("7")
+    reporter.report_checkpoint(str(other), {"batches_trained": 7})
+    assert asked == ["asked"]
+
+    # The end of the run sends what is held.
+    reporter.report_validation(8, {"validation_loss": 0.2}, 4)
+    reporter.close()
+    assert stored() == [2, 6, 8]
+    client.close()
+
+
 def test_client_rides_out_a_master_restart(sqlite_url: str, tmp_path: Path) -> None:
     port = free_port()
     settings = make_settings(sqlite_url, tmp_path)

@@ -260,6 +260,50 @@ def test_run_start_and_the_next_operation_in_the_completion_answer(
         group.code = 0
 
 
+def test_a_completion_carries_its_validation_into_one_transaction(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    with scheduled_master(migrated_database_url, tmp_path, slots=1) as master:
+        exp_id = create(master, random_config(max_trials=1), activate=True)
+        (group,) = launched(master, 1)
+        [trial] = trials(master, exp_id)
+        path = f"/api/v1/trials/{group.trial_id}/searcher/completed_operation"
+        params = {"allocationId": group.allocation}
+        validation = {"stepsCompleted": 8, "metrics": {"validation_loss": 0.5}}
+
+        def validations() -> list[tuple[int, dict[str, Any]]]:
+            with master.live.db() as session:
+                rows = session.scalars(
+                    sa.select(ValidationMetrics).where(ValidationMetrics.trial_id == trial["id"])
+                )
+                return [(row.batches_trained, dict(row.metrics)) for row in rows]
+
+        with worker(master, group) as client:
+            # A completion the searcher refuses (no operation of that length) stores nothing.
+            body = {"length": 5, "searcherMetric": 0.5, "validationMetrics": validation}
+            assert_error(client.post(path, params=params, json=body), 409, "no VALIDATE_AFTER")
+            # A validation the master refuses leaves the operation outstanding.
+            bad = {**validation, "trialId": trial["id"] + 1}
+            body = {"length": 8, "searcherMetric": 0.5, "validationMetrics": bad}
+            assert client.post(path, params=params, json=body).status_code == 400
+            assert validations() == []
+            assert op(client, group, 0)["operation"] == {"kind": "VALIDATE_AFTER", "length": 8}
+
+            body = {"length": 8, "searcherMetric": 0.5, "validationMetrics": validation}
+            answer = client.post(path, params=params, json=body)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["operation"] == {"kind": "CLOSE"}
+            assert validations() == [(8, {"validation_loss": 0.5})]
+            # A retry (its answer lost) gets the same answer and changes nothing: the stored
+            # validation stays the one the searcher was fed.
+            assert client.post(path, params=params, json=body).json() == answer.json()
+            other = {**validation, "metrics": {"validation_loss": 0.25}}
+            body = {"length": 8, "searcherMetric": 0.25, "validationMetrics": other}
+            assert client.post(path, params=params, json=body).json() == answer.json()
+            assert validations() == [(8, {"validation_loss": 0.5})]
+        group.code = 0
+
+
 def test_protocol_restarts_and_completion(migrated_database_url: str, tmp_path: Path) -> None:
     with scheduled_master(migrated_database_url, tmp_path, slots=1) as master:
         exp_id = create(master, random_config(), activate=True)

@@ -85,7 +85,12 @@ def completed_operation(
     body: CompletedOperationRequest,
 ) -> CompletedOperationResponse:
     answer = get_scheduler(request).completed_operation(
-        user, trial_id, allocation_id, body.length, body.searcher_metric
+        user,
+        trial_id,
+        allocation_id,
+        body.length,
+        body.searcher_metric,
+        validation=body.validation_metrics,
     )
     return CompletedOperationResponse.model_validate(answer)
 

@@ -98,6 +98,9 @@ class Driver:
         state = experiment.searcher_state
         self.started = bool(state)
         self.shutdown: dict[str, Any] | None = None
+        #: Request ids the applied operations were all about (``_apply``); None once one
+        #: created a trial or shut the search down: then the scheduler has work to look at.
+        self.touched: set[int] | None = set()
         if state:
             self.method.load_state_dict(state["method"])
             self.ctx.load_state_dict(state["context"])
@@ -153,6 +156,10 @@ class Driver:
             op = queue.popleft()
             if self.experiment.state not in _RUNNING or self.shutdown is not None:
                 continue  # a stopping or finished search starts nothing new
+            if isinstance(op, (ValidateAfter, Close)) and self.touched is not None:
+                self.touched.add(op.request_id)
+            else:
+                self.touched = None
             if isinstance(op, Create):
                 queue.extend(self._create(op))
             elif isinstance(op, ValidateAfter):

@@ -67,6 +67,7 @@ from detlite.master import gc
 from detlite.master.orm import Experiment, Trial, TrialLog, User, utcnow
 from detlite.master.queries import checkpoints as checkpoint_queries
 from detlite.master.queries import experiments as experiment_queries
+from detlite.master.queries import metrics as metric_queries
 from detlite.master.queries import trials as trial_queries
 from detlite.master.queries import users as user_queries
 from detlite.master.scheduler import protocol
@@ -295,17 +296,27 @@ class Scheduler:
             return preempt
 
     def completed_operation(
-        self, user: User, trial_id: int, allocation_id: str, length: int, metric: float | None
+        self,
+        user: User,
+        trial_id: int,
+        allocation_id: str,
+        length: int,
+        metric: float | None,
+        *,
+        validation: Any = None,
     ) -> dict[str, Any]:
         """Feed the searcher the result of VALIDATE_AFTER ``length``; returns the answer to
-        the group's next operation request (``after=length``), so that it need not ask."""
+        the group's next operation request (``after=length``), so that it need not ask.
+        ``validation`` (a ``TrialMetrics`` body): the operation's validation, stored in the
+        same transaction."""
         with self.lock, self._session() as db:
             trial = trial_queries.get_trial(db, trial_id)
             experiment = trial.experiment
             experiment_queries.require_owner(user, experiment, "report to")
             protocol.check_allocation(trial, allocation_id)
             if length <= trial.completed_batches:
-                # A repeat (a retry after a lost answer): fed once already.
+                # A repeat (a retry after a lost answer): fed once already, with the
+                # validation it carried then, which stays what the searcher saw.
                 return self._next_answer(db, trial, allocation_id, length)
             pending = list(trial.pending_ops or [])
             if not pending or int(pending[0]["batches"]) != length:
@@ -319,6 +330,8 @@ class Scheduler:
                 # metric): every searcher ranks NaN as the worst possible value, so the
                 # trial goes on being scheduled instead of failing the experiment.
                 metric = float("nan")
+            if validation is not None:
+                metric_queries.report_metrics(db, trial, "validation", [validation])
             head = pending.pop(0)
             trial.pending_ops = pending
             trial.completed_batches = length
@@ -328,7 +341,11 @@ class Scheduler:
             db.commit()
             ended = experiment.state.terminal
             answer = self._next_answer(db, trial, allocation_id, length)
-        self._after_event(experiment.id if ended else None)
+            # Operations for this trial only reach it in the answer (its next request, its
+            # close): nothing for a tick to launch or settle. Its exit wakes one anyway.
+            quiet = driver.touched is not None and driver.touched <= {int(trial.request_id)}
+        if ended or not quiet:
+            self._after_event(experiment.id if ended else None)
         return answer
 
     def _next_answer(

@@ -7,6 +7,7 @@ from typing import Literal
 from detlite.master.schemas._values import Count, RequestModel, SearcherMetric, StoredJSON
 from detlite.master.schemas.base import WireModel
 from detlite.master.schemas.checkpoints import Checkpoint
+from detlite.master.schemas.metrics import TrialMetrics
 
 __all__ = [
     "CompletedOperationRequest",
@@ -38,10 +39,14 @@ class OperationResponse(WireModel):
 class CompletedOperationRequest(RequestModel):
     """The chief finished VALIDATE_AFTER ``length`` (batches) with this searcher metric.
 
-    A metric of null, NaN or +-Infinity is "no result": the searcher ranks it worst."""
+    A metric of null, NaN or +-Infinity is "no result": the searcher ranks it worst.
+    ``validationMetrics``, when given, is the operation's validation (the body of
+    ``POST /validation_metrics``), stored in the same transaction as the completion: one
+    round trip instead of two, and a completion is never recorded without its validation."""
 
     length: Count
     searcher_metric: SearcherMetric = None
+    validation_metrics: TrialMetrics | None = None
 
 
 class CompletedOperationResponse(WireModel):
