@@ -91,6 +91,11 @@ __all__ = [
 IN_TRIAL_WORKER_ENV = "DETLITE_IN_TRIAL_WORKER"
 #: Seconds between polls of the master while following an experiment.
 POLL_INTERVAL = 0.5
+#: Near its end (its search's progress at ``NEAR_END`` or more, or the experiment no longer
+#: active), the experiment's state alone is asked every ``END_POLL`` seconds in between, so
+#: that ``create()`` returns soon after the end instead of up to ``POLL_INTERVAL`` later.
+NEAR_END = 0.95
+END_POLL = 0.05
 #: How many of a failed trial's last log lines are printed.
 LOG_TAIL = 100
 
@@ -452,7 +457,21 @@ def _follow_loop(
             )
         paused_shown = state is ExperimentState.PAUSED
         progress.show(training_progress(sorted(trials, key=lambda t: int(t["id"])), total))
+        _pause(session, experiment_id, exp)
+
+
+def _pause(session: Session, experiment_id: int, exp: Mapping[str, Any]) -> None:
+    """Wait until the next full poll; near the end, only until the state changes."""
+    near_end = float(exp.get("progress") or 0.0) >= NEAR_END
+    if not near_end and _state(exp["state"]) is ExperimentState.ACTIVE:
         time.sleep(POLL_INTERVAL)
+        return
+    deadline = time.monotonic() + POLL_INTERVAL
+    while time.monotonic() < deadline:
+        time.sleep(END_POLL)
+        now = session.get(f"/api/v1/experiments/{experiment_id}")["experiment"]["state"]
+        if now != exp["state"]:
+            return
 
 
 def _follow_test_experiment(experiment_id: int, session: Session, out: TextIO) -> None:
