@@ -31,6 +31,12 @@ up:
    says why and forks nothing: the resource manager launches that experiment's workers as
    plain processes.
 
+A *shared* parent gets no token (``"token": ""``): it belongs to no experiment, and warms up
+with step 1, the plugins' entry points and step 4 only. The local resource manager starts one
+with itself (``warm_start``) and forks from it the launches that no experiment's parent
+serves yet (an experiment's first ones): such a worker downloads and imports its context
+itself, as a plain one does, but starts without an interpreter's start and detlite's imports.
+
 It then answers ``ready`` and serves. Any step that fails is logged to ``<pool dir>/pool.log``
 and the parent serves with what it has: a worker then does the rest itself (downloads the
 archive, meets the import error) and reports it in the trial's own logs, as without the pool.
@@ -89,6 +95,7 @@ from types import FrameType
 from typing import Any
 
 __all__ = [
+    "EXPERIMENT_ENV",
     "PER_RUN_ENV",
     "POOL_ENV",
     "WARM_MODULES",
@@ -131,6 +138,10 @@ PER_RUN_ENV = frozenset(
         "CUDA_VISIBLE_DEVICES",
     }
 )
+
+#: Variables of one experiment, beside ``PER_RUN_ENV``: a shared parent is started without
+#: them, and serves any experiment's launch whose other variables are its own.
+EXPERIMENT_ENV = frozenset({"DETLITE_EXPERIMENT_ID", "DETLITE_MASTER"})
 
 #: What the parent imports first: the worker and what it imports only once it runs (what a
 #: plain worker of the fake framework had imported when it exited).
@@ -260,7 +271,10 @@ class PoolParent:
                 notes.append(f"{name}: {exc}")
         log.info("detlite imported in %.2f s", time.monotonic() - started)
         try:
-            self._fetch_and_import(token, notes)
+            if token:
+                self._fetch_and_import(token, notes)
+            else:
+                self._warm_shared()
         except Exception as exc:
             log.warning("warming up failed; workers do it themselves:\n%s", traceback.format_exc())
             notes.append(f"warming: {exc}")
@@ -275,6 +289,15 @@ class PoolParent:
             "archive": self.archive is not None,
             "notes": notes,
         }
+
+    @staticmethod
+    def _warm_shared() -> None:
+        """A shared parent (no token: no experiment): the plugins' entry points, read once."""
+        from detlite.exec._env import EXTRA_PLUGINS_ENV
+        from detlite.worker import warm_up
+
+        extra = [p.strip() for p in os.environ.get(EXTRA_PLUGINS_ENV, "").split(",") if p.strip()]
+        warm_up(extra)
 
     def _fetch_and_import(self, token: str, notes: list[str]) -> None:
         from detlite.exec._env import EXTRA_PLUGINS_ENV

@@ -18,7 +18,9 @@ Workers get a per-launch directory under ``work_dir`` (default: ``work/`` beside
 default: ``url``; with port 0 the address the first request came to). ``scheduler_tick`` is
 how often the scheduler looks at its workers; events from the API wake it sooner. At
 shutdown, workers are asked to checkpoint and stop, and are killed after ``stop_grace``
-seconds.
+seconds. ``warm_start`` (default on) has a manager that takes it (``local``) start a shared
+warm parent with the master, which forks each experiment's first trial workers
+(``detlite.resources.local``).
 
 A master on a Ray cluster (``detlite master`` checks before it starts):
 ``worker_address_problem`` says why workers on the cluster's nodes could not reach the
@@ -93,6 +95,7 @@ class Settings(BaseModel):
     master_url: str | None = None
     scheduler_tick: float = Field(default=0.2, gt=0, le=10)
     stop_grace: float = Field(default=10.0, ge=0)
+    warm_start: bool = True
     storage_roots: tuple[Path, ...] = Field(
         default=(), description="shared_fs roots experiments may use besides storage_path"
     )

@@ -14,7 +14,10 @@ When the socket closes (the parent crashed, was killed or exited after its idle 
 is killed with its group and ends with ``-SIGKILL``: no worker outlives its parent unseen.
 
 ``PoolRegistry`` holds a manager's parents and decides which one forks a launch, when one
-is started, and which idle one makes room (``detlite.resources.local``'s module doc).
+is started, and which idle one makes room (``detlite.resources.local``'s module doc). It
+may also hold a shared parent (``start_shared``), belonging to no experiment
+(``detlite.exec.pool``'s module doc), which forks the launches no experiment's parent
+serves yet.
 """
 
 from __future__ import annotations
@@ -32,13 +35,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from detlite.exec.pool import PER_RUN_ENV, Frames, encode
+from detlite.exec.pool import EXPERIMENT_ENV, PER_RUN_ENV, Frames, encode
 
 __all__ = ["PoolRegistry", "PoolUnavailable", "PooledProcess", "WarmPool"]
 
 logger = logging.getLogger("detlite.resources")
 
 _SPAWN_TIMEOUT_S = 60.0
+#: A shared parent serves for as long as its manager runs (it exits with no worker for this
+#: long, and is started again at the next launch).
+_SHARED_IDLE_S = 3600.0
+#: How long a launch waits for a shared parent still warming up (less than a plain start).
+_SHARED_WAIT_S = 1.0
 _EXIT_WAIT_S = 10.0
 _WORKER_MODULE = "detlite.exec.trial"
 
@@ -355,6 +363,58 @@ class PoolRegistry:
         self._unusable: set[_Key] = set()
         self._launched: set[_Key] = set()
         self._warned: set[str] = set()
+        self._shared: WarmPool | None = None
+        self._shared_spec: tuple[str, dict[str, str]] | None = None
+
+    # -- the shared parent --------------------------------------------------------------------
+
+    def start_shared(self, executable: str, env: Mapping[str, str]) -> None:
+        """Start a shared parent with ``env`` (less what belongs to one experiment or run),
+        for the launches of ``executable -m detlite.exec.trial`` with that environment."""
+        parent_env = {k: v for k, v in env.items() if k not in PER_RUN_ENV | EXPERIMENT_ENV}
+        parent_env["CUDA_VISIBLE_DEVICES"] = ""  # the parent never touches a GPU
+        self._shared_spec = (executable, parent_env)
+        self._start_shared()
+
+    def _start_shared(self) -> None:
+        assert self._shared_spec is not None
+        executable, env = self._shared_spec
+        try:
+            self._shared = WarmPool.start(
+                executable,
+                env,
+                "",
+                self.dir / f"shared-{uuid.uuid4().hex[:10]}",
+                idle=_SHARED_IDLE_S,
+                worker_args=[executable, "-m", _WORKER_MODULE],
+                on_exit=self._on_exit,
+            )
+        except OSError as exc:
+            self._shared_spec = None
+            self.warn_once("shared", "cannot start a shared warm parent (%s)", exc)
+
+    def _shared_for(self, command: Sequence[str], env: Mapping[str, str]) -> WarmPool | None:
+        """The shared parent, when it serves this launch (its environment matches)."""
+        pool, spec = self._shared, self._shared_spec
+        if pool is None or spec is None:
+            return None
+        if pool.state == "gone":
+            if pool.was_ready and not pool.closed:
+                self._start_shared()  # it exited after its idle time: ready for the next
+            else:
+                self._shared_spec = None  # it died warming up: not again
+            return None
+        if pool.state == "refusing":
+            return None
+        executable, parent_env = spec
+        ours = {k: v for k, v in env.items() if k not in PER_RUN_ENV | EXPERIMENT_ENV}
+        if command[0] != executable or ours != {
+            k: v for k, v in parent_env.items() if k not in PER_RUN_ENV
+        }:
+            return None
+        if pool.state == "warming" and not pool.wait_ready(_SHARED_WAIT_S):
+            return None
+        return pool if pool.state == "ready" else None
 
     def warn_once(self, what: str, message: str, *args: object) -> None:
         if what not in self._warned:
@@ -385,7 +445,7 @@ class PoolRegistry:
             if pool.state == "ready":
                 return pool
             if pool.state == "warming":
-                return None
+                return self._shared_for(command, env)
             del self._pools[key]
             if pool.state == "refusing":
                 logger.warning(
@@ -411,10 +471,10 @@ class PoolRegistry:
             # A single-trial experiment would only pay for a parent: its warm-up competes
             # for the CPU with that trial's own start. A second launch starts one.
             self._launched.add(key)
-            return None
+            return self._shared_for(command, env)
         self._make_room()
         if len(self._pools) >= self.limit:
-            return None
+            return self._shared_for(command, env)
         directory = self.dir / f"exp{experiment}-{uuid.uuid4().hex[:10]}"
         parent_env = {k: v for k, v in env.items() if k not in PER_RUN_ENV}
         parent_env["CUDA_VISIBLE_DEVICES"] = ""  # the parent never touches a GPU
@@ -433,7 +493,7 @@ class PoolRegistry:
             self.warn_once(
                 "start", "cannot start a warm pool parent (%s): starting plain processes", exc
             )
-        return None
+        return self._shared_for(command, env)
 
     def _make_room(self) -> None:
         """Forget parents that are gone; stop idle ones, least recently used first, while
@@ -447,7 +507,11 @@ class PoolRegistry:
             self._pools.pop(key).close()
 
     def describe(self) -> list[dict[str, Any]]:
-        """Each parent, as ``LocalResourceManager.pools`` lists it."""
+        """Each parent, as ``LocalResourceManager.pools`` lists it (the shared one last, its
+        ``experimentId`` None)."""
+        pools = list(self._pools.values())
+        if self._shared is not None and self._shared.state != "gone":
+            pools.append(self._shared)
         return [
             {
                 "experimentId": pool.experiment_id,
@@ -458,13 +522,16 @@ class PoolRegistry:
                 "workers": pool.children(),
                 "dir": pool.dir,
             }
-            for pool in self._pools.values()
+            for pool in pools
         ]
 
     def close(self, wait: float) -> None:
         """Stop every parent (each kills what it still runs), waiting up to ``wait`` s each."""
         pools = list(self._pools.values())
         self._pools.clear()
+        if self._shared is not None:
+            pools.append(self._shared)
+            self._shared, self._shared_spec = None, None
         for pool in pools:
             pool.close()
         for pool in pools:

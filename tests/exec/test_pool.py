@@ -306,6 +306,69 @@ def test_each_experiment_gets_its_own_context(sqlite_url: str, tmp_path: Path) -
         assert not process_running(pools["a"]["pid"])
 
 
+def _shared_parent(rm: LocalResourceManager) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        found = [p for p in rm.pools() if p["experimentId"] is None and p["state"] == "ready"]
+        return found[0] if found else None
+
+    shared: dict[str, Any] = _wait_until("the shared parent", ready, 60)
+    return shared
+
+
+def test_a_shared_parent_forks_each_experiments_first_trials(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """``warm_start``: a parent of no experiment, started with the manager, forks the launches
+    no experiment's parent serves yet. Its workers run their own experiment's files (which it
+    never imported), and a trial's globals or variables reach no later trial."""
+    with pooled_master(sqlite_url, tmp_path, slots=1, warm_start=True) as (master, rm):
+        shared = _shared_parent(rm)
+        assert shared["notes"] == [] and not shared["workers"]
+        seen: dict[str, dict[str, Any]] = {}
+        for version, modes in (("a", ["leak", "gate", "check"]), ("b", ["check"])):
+            (tmp_path / "gate").unlink(missing_ok=True)
+            api, exp_id = _create(master, tmp_path, _config(tmp_path, modes), version=version)
+            if version == "a":
+                own = _ready_pool(rm, exp_id)
+            _open_gate(tmp_path)
+            assert _wait_for(api, exp_id, {"STATE_COMPLETED", "STATE_ERROR"}) == "STATE_COMPLETED"
+            for mode, trial in _by_mode(api, exp_id).items():
+                [seen[f"{version}-{mode}"]] = _seen(api, trial["id"])
+        # The first two launches of "a" (the second started its own parent), and the first
+        # of "b", were forked from the shared parent; each imported its own code itself.
+        for name in ("a-leak", "a-gate", "b-check"):
+            assert seen[name]["ppid"] == shared["pid"], (name, seen[name])
+            assert seen[name]["dep_imported_in"] == seen[name]["pid"]
+            assert seen[name]["archive"] is None  # it downloaded its context
+            assert seen[name]["version"] == seen[name]["helper"] == name[0]
+        # Then "a"'s own parent served it.
+        assert seen["a-check"]["ppid"] == own["pid"]
+        # Nothing the leak trial set reached the trials forked after it.
+        for name in ("a-gate", "a-check", "b-check"):
+            assert seen[name]["dep_leak"] is None and seen[name]["env_leak"] is None
+        assert _shared_parent(rm)["pid"] == shared["pid"]  # the same parent, still ready
+
+
+def test_a_shared_parent_serves_only_its_own_environment(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch whose environment differs from the shared parent's (beyond the experiment's
+    and the run's own variables) starts a plain process; DETLITE_WORKER_POOL=0 starts no
+    shared parent at all."""
+    with pooled_master(sqlite_url, tmp_path, slots=1, warm_start=True) as (master, rm):
+        shared = _shared_parent(rm)
+        monkeypatch.setenv("POOLTEST_OTHER", "1")  # the launches' environment differs now
+        _open_gate(tmp_path)
+        api, exp_id = _create(master, tmp_path, _config(tmp_path, ["check"]))
+        assert _wait_for(api, exp_id, {"STATE_COMPLETED", "STATE_ERROR"}) == "STATE_COMPLETED"
+        [trial] = _trials(api, exp_id)
+        [seen] = _seen(api, trial["id"])
+        assert seen["ppid"] == os.getpid() != shared["pid"]
+    monkeypatch.setenv("DETLITE_WORKER_POOL", "0")
+    with LocalResourceManager(slots=1, work_dir=tmp_path / "off", warm_start=True) as rm:
+        assert rm.pools() == []
+
+
 def test_pool_off_runs_plain_processes(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -597,9 +660,14 @@ def test_a_crashed_masters_pooled_workers_die_with_it(tmp_path: Path) -> None:
             api.headers["Authorization"] = f"Bearer {token}"
             body = {"config": config, "contextArchive": archive}
             exp_id = int(api.post("/api/v1/experiments", json=body).json()["experiment"]["id"])
-            [(parent, directory)] = _wait_until(
-                "the pool parent", lambda: list(_pool_parents_of(first.pid).items()), 120
-            )
+
+            def parents(kind: str) -> list[tuple[int, Path]]:
+                found = _pool_parents_of(first.pid).items()
+                return [(pid, path) for pid, path in found if path.name.startswith(kind)]
+
+            [(parent, directory)] = _wait_until("the pool parent", lambda: parents("exp"), 120)
+            # The master's shared parent (warm_start, on by default) goes with it too.
+            [(shared, _)] = parents("shared-")
             _wait_until(
                 "the parent to be warm",
                 lambda: "warm after" in (directory / "pool.log").read_text(errors="replace"),
@@ -614,6 +682,7 @@ def test_a_crashed_masters_pooled_workers_die_with_it(tmp_path: Path) -> None:
             first.wait()
             _wait_until("the worker to die", lambda: not process_running(seen["pid"]), 30)
             _wait_until("the parent to exit", lambda: not process_running(parent), 30)
+            _wait_until("the shared one to exit", lambda: not process_running(shared), 30)
         with _master_process(tmp_path, port):
             state = _wait_for(api, exp_id, {"STATE_COMPLETED", "STATE_ERROR"})
             assert state == "STATE_COMPLETED"

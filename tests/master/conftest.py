@@ -194,7 +194,8 @@ def serve_in_thread(app: FastAPI, port: int = 0) -> Iterator[str]:
 
 def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
     """A master's settings for tests; the scheduler is off unless ``scheduler=True``: API
-    tests make their trials themselves (scheduling tests turn it on).
+    tests make their trials themselves (scheduling tests turn it on). No shared warm parent
+    (``warm_start``) unless asked for.
 
     The master allows ``tmp_path`` as a shared_fs root (``storage_roots``), where every test
     keeps its checkpoint storage; tests of the allow list itself pass their own."""
@@ -202,6 +203,7 @@ def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
         "port": 0,
         "scheduler": False,
         "storage_roots": (tmp_path,),
+        "warm_start": False,  # one interpreter fewer per test master (tests/exec/test_pool.py)
         **overrides,
     }
     return Settings(db_url=db_url, storage_path=tmp_path / "checkpoints", **values)

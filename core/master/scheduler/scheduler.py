@@ -105,7 +105,9 @@ def build_resource_manager(settings: Settings) -> ResourceManager:
     if "work_dir" in params:
         kwargs["work_dir"] = settings.worker_dir / "groups"
     options = dict(settings.resource_manager_options)
-    takes = sorted(p for p in params if p not in ("self", "slots", "work_dir"))
+    if "warm_start" in params and "warm_start" not in options:
+        kwargs["warm_start"] = settings.warm_start
+    takes = sorted(p for p in params if p not in ("self", "slots", "work_dir", "warm_start"))
     unknown = sorted(set(options) - set(takes))
     if unknown:
         raise PluginError(
