@@ -216,14 +216,20 @@ def run_start(client: httpx.Client, group: Group, **params: str) -> dict[str, An
     return run
 
 
+def one_trial(master: Master) -> tuple[int, Group, dict[str, Any]]:
+    """A one-trial random search, its group launched: the experiment, the group, the trial."""
+    exp_id = create(master, random_config(max_trials=1), activate=True)
+    (group,) = launched(master, 1)
+    [trial] = trials(master, exp_id)
+    return exp_id, group, trial
+
+
 def test_run_start_and_the_next_operation_in_the_completion_answer(
     migrated_database_url: str, tmp_path: Path
 ) -> None:
     """One call starts a worker; completing an operation answers with the next one."""
     with scheduled_master(migrated_database_url, tmp_path, slots=1) as master:
-        exp_id = create(master, random_config(max_trials=1), activate=True)
-        (group,) = launched(master, 1)
-        [trial] = trials(master, exp_id)
+        exp_id, group, trial = one_trial(master)
         va8 = {"kind": "VALIDATE_AFTER", "length": 8}
         with worker(master, group) as client:
             run = run_start(client, group, restoreCheckpoint="")
@@ -264,9 +270,7 @@ def test_a_completion_carries_its_validation_into_one_transaction(
     migrated_database_url: str, tmp_path: Path
 ) -> None:
     with scheduled_master(migrated_database_url, tmp_path, slots=1) as master:
-        exp_id = create(master, random_config(max_trials=1), activate=True)
-        (group,) = launched(master, 1)
-        [trial] = trials(master, exp_id)
+        _, group, trial = one_trial(master)
         path = f"/api/v1/trials/{group.trial_id}/searcher/completed_operation"
         params = {"allocationId": group.allocation}
         validation = {"stepsCompleted": 8, "metrics": {"validation_loss": 0.5}}

@@ -12,7 +12,6 @@ One trial at a time, so each launch finds the actor the one before left.
 from __future__ import annotations
 
 import base64
-import json
 import signal
 import textwrap
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 
 from detlite.master.context_archive import pack_directory
 from detlite.testing.fake import linear_config
+from tests.exec.test_pool import _seen
 from tests.exec.test_worker_e2e import _logs, _trials
 from tests.ray.test_search_ray import ray_master, wait_ended
 
@@ -104,15 +104,6 @@ def _create(api: httpx.Client, tmp_path: Path, modes: list[str], version: str) -
     response = api.post("/api/v1/experiments", json=body)
     assert response.status_code == 200, response.text
     return int(response.json()["experiment"]["id"])
-
-
-def _seen(api: httpx.Client, trial_id: int) -> list[dict[str, Any]]:
-    prefix = "POOLTEST "
-    return [
-        json.loads(log["message"][len(prefix) :])
-        for log in _logs(api, trial_id)
-        if log["message"].startswith(prefix)
-    ]
 
 
 def test_trials_reuse_their_experiments_actor_and_are_forked_apart(
