@@ -48,7 +48,7 @@ from detlite.errors import Conflict, NotFound
 from detlite.master.orm import Checkpoint, Experiment, Model, ModelVersion, Trial, User, utcnow
 from detlite.master.queries.users import require_owner_or_admin
 from detlite.master.schemas import experiments as schemas
-from detlite.master.schemas.common import OrderBy, Pagination
+from detlite.master.schemas.common import OrderBy, Pagination, page_window
 
 __all__ = [
     "IDS_PER_QUERY",
@@ -333,11 +333,8 @@ def list_experiments(
         name=name,
     )
     total = int(db.scalar(sa.select(sa.func.count()).select_from(Experiment).where(*where)) or 0)
-    start = max(total + offset, 0) if offset < 0 else min(offset, total)
-    end = total if limit <= 0 else min(start + limit, total)
-    pagination = Pagination(
-        offset=offset, limit=limit, start_index=start, end_index=end, total=total
-    )
+    pagination = page_window(total, offset, limit)
+    start, end = pagination.start_index, pagination.end_index
     if end <= start:
         return [], pagination
     ids = sa.select(Experiment.id).where(*where)

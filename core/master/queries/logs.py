@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from detlite.master.orm import Trial, TrialLog
 from detlite.master.queries.metrics import log_wire
 from detlite.master.schemas import metrics as schemas
-from detlite.master.schemas.common import Pagination
+from detlite.master.schemas.common import Pagination, page_window
 
 __all__ = ["LOG_PAGE_BYTES", "LOG_PAGE_LINES", "list_logs"]
 
@@ -49,9 +49,8 @@ def _window(total: int, offset: int, limit: int, before: int | None) -> tuple[in
     if before is not None:
         end = min(before, total)
         return (0 if limit <= 0 else max(end - limit, 0)), end, True
-    start = max(total + offset, 0) if offset < 0 else min(offset, total)
-    end = total if limit <= 0 else min(start + limit, total)
-    return start, end, offset < 0
+    window = page_window(total, offset, limit)
+    return window.start_index, window.end_index, offset < 0
 
 
 def _fitting(sizes: list[int], from_end: bool) -> int:

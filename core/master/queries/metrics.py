@@ -75,7 +75,7 @@ from detlite.master.orm import TrainingMetrics, Trial, TrialLog, ValidationMetri
 from detlite.master.queries import checkpoints as checkpoint_queries
 from detlite.master.schemas import metrics as schemas
 from detlite.master.schemas._values import finite_float
-from detlite.master.schemas.common import Pagination, paginate
+from detlite.master.schemas.common import Pagination, page_list, paginate
 
 __all__ = [
     "MAX_POINTS",
@@ -310,13 +310,7 @@ def downsampled_metrics(
             continue
         chosen = None if bounds.rows <= max_points else _choose(db, model, bounds, max_points)
         rows.extend(_kept_rows(db, model, bounds.trial_id, chosen))
-    total = len(rows)
-    start = max(total + offset, 0) if offset < 0 else min(offset, total)
-    end = total if limit <= 0 else min(start + limit, total)
-    pagination = Pagination(
-        offset=offset, limit=limit, start_index=start, end_index=end, total=total
-    )
-    return rows[start:end], pagination
+    return page_list(rows, offset, limit)
 
 
 def _bounds(model: MetricsTable, trials: sa.ColumnElement[bool]) -> sa.Select[Any]:

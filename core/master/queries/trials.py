@@ -35,7 +35,7 @@ from detlite.master.queries.experiments import settle_experiment
 from detlite.master.queries.metrics import effective_rows, metrics_row_wire
 from detlite.master.schemas import trials as schemas
 from detlite.master.schemas._values import finite_float
-from detlite.master.schemas.common import OrderBy, Pagination, paginate
+from detlite.master.schemas.common import OrderBy, Pagination, page_list, paginate
 
 __all__ = [
     "TrialSortBy",
@@ -301,7 +301,7 @@ def list_trials(
     if sort_by in _PYTHON_SORTS:
         rows = list(db.scalars(query.order_by(Trial.id)))
         wire = _python_sorted(trials_wire(db, rows), experiment, sort_by, descending)
-        return _page(wire, offset, limit)
+        return page_list(wire, offset, limit)
     key = _sql_key(sort_by)
     if key is not None:
         ordered = key.desc() if descending else key.asc()
@@ -338,14 +338,3 @@ def _python_sorted(
     present.sort(key=lambda kt: (kt[0], kt[1].id), reverse=descending)
     missing.sort(key=lambda t: t.id, reverse=descending)
     return [t for _, t in present] + missing
-
-
-def _page(items: list[Any], offset: int, limit: int) -> tuple[list[Any], Pagination]:
-    """``paginate``'s slicing rules over a list already in memory."""
-    total = len(items)
-    start = max(total + offset, 0) if offset < 0 else min(offset, total)
-    end = total if limit <= 0 else min(start + limit, total)
-    pagination = Pagination(
-        offset=offset, limit=limit, start_index=start, end_index=end, total=total
-    )
-    return items[start:end], pagination

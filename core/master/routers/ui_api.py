@@ -43,7 +43,7 @@ from detlite.master.schemas._values import (
     QueryText,
     finite_float,
 )
-from detlite.master.schemas.common import OrderBy, Pagination, parse_enum
+from detlite.master.schemas.common import OrderBy, page_list, parse_enum
 from detlite.master.schemas.metrics import MetricsKind, MetricsRow
 from detlite.master.schemas.ui import (
     ExperimentSummary,
@@ -143,14 +143,8 @@ def _by_best_metric(
 
     present = sorted((i for i in searchers if i in best), key=goodness, reverse=descending)
     missing = sorted((i for i in searchers if i not in best), reverse=descending)
-    ordered = present + missing
-    total = len(ordered)
-    start = max(total + offset, 0) if offset < 0 else min(offset, total)
-    end = total if limit <= 0 else min(start + limit, total)
-    pagination = Pagination(
-        offset=offset, limit=limit, start_index=start, end_index=end, total=total
-    )
-    page = experiment_queries.experiments_by_id(db, ordered[start:end])
+    ids, pagination = page_list(present + missing, offset, limit)
+    page = experiment_queries.experiments_by_id(db, ids)
     summaries = _summaries(db, page, best)
     return GetExperimentSummariesResponse(experiments=summaries, pagination=pagination)
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from detlite.master.schemas.base import WireModel
 
-__all__ = ["OrderBy", "Pagination", "paginate", "parse_enum"]
+__all__ = ["OrderBy", "Pagination", "page_list", "page_window", "paginate", "parse_enum"]
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.IntEnum)
@@ -60,18 +60,28 @@ class Pagination(WireModel):
     total: int
 
 
+def page_window(total: int, offset: int, limit: int) -> Pagination:
+    """The rows ``[start_index, end_index)`` that ``offset`` and ``limit`` select among
+    ``total``: a negative offset counts from the end, a limit of 0 or less runs to the end."""
+    start = max(total + offset, 0) if offset < 0 else min(offset, total)
+    end = total if limit <= 0 else min(start + limit, total)
+    return Pagination(offset=offset, limit=limit, start_index=start, end_index=end, total=total)
+
+
+def page_list(items: list[_T], offset: int, limit: int) -> tuple[list[_T], Pagination]:
+    """``paginate``'s page of a list already in memory."""
+    pagination = page_window(len(items), offset, limit)
+    return items[pagination.start_index : pagination.end_index], pagination
+
+
 def paginate(
     db: Session, statement: sa.Select[tuple[_T]], offset: int, limit: int
 ) -> tuple[list[_T], Pagination]:
     """Run ``statement`` (already filtered and sorted) for one page, and count all its rows."""
     total = db.scalar(sa.select(sa.func.count()).select_from(statement.order_by(None).subquery()))
-    total = int(total or 0)
-    start = max(total + offset, 0) if offset < 0 else min(offset, total)
-    end = total if limit <= 0 else min(start + limit, total)
+    pagination = page_window(int(total or 0), offset, limit)
+    start, end = pagination.start_index, pagination.end_index
     rows: list[Any] = (
         list(db.scalars(statement.offset(start).limit(end - start))) if end > start else []
-    )
-    pagination = Pagination(
-        offset=offset, limit=limit, start_index=start, end_index=end, total=total
     )
     return rows, pagination
