@@ -48,13 +48,14 @@ import httpx
 import sqlalchemy as sa
 from master_api import (  # bench/ is on sys.path
     DEFAULT_PG_URL,
+    checkpoint_row,
     database,
     databases_to_measure,
     serve,
 )
 from sqlalchemy.engine import Engine
 
-from detlite.api import CheckpointState, ExperimentState
+from detlite.api import ExperimentState
 from detlite.config import validate_config
 from detlite.master import Settings, create_app
 from detlite.master.deps import MasterState
@@ -219,22 +220,7 @@ def _seed_models(
         for version in range(1, count + 1):
             trial_id, experiment_id = trials[len(checkpoints) % len(trials)]
             ckpt = str(uuid.uuid4())
-            checkpoints.append(
-                {
-                    "uuid": ckpt,
-                    "trial_id": trial_id,
-                    "experiment_id": experiment_id,
-                    "batches_trained": 10,
-                    "state": CheckpointState.COMPLETED,
-                    "files": {"state.json": {"size": 10, "sha256": "0" * 64}},
-                    "metadata": {"bench": True},
-                    "framework": "fake-1.0",
-                    "format": "fake-json",
-                    "storage_id": f"shared_fs:{storage}",
-                    "start_time": t0,
-                    "end_time": t0,
-                }
-            )
+            checkpoints.append(checkpoint_row(ckpt, trial_id, experiment_id, storage, t0))
             versions.append(
                 {
                     "model_id": model_id,

@@ -217,6 +217,26 @@ def login(url: str) -> Session:
 # -- seeding ------------------------------------------------------------------------------
 
 
+def checkpoint_row(
+    ckpt: str, trial_id: int, experiment_id: int, storage: Path, when: dt.datetime
+) -> dict[str, Any]:
+    """A COMPLETED checkpoint's row, as the seeders insert it (no file behind it)."""
+    return {
+        "uuid": ckpt,
+        "trial_id": trial_id,
+        "experiment_id": experiment_id,
+        "batches_trained": 10,
+        "state": CheckpointState.COMPLETED,
+        "files": {"state.json": {"size": 10, "sha256": "0" * 64}},
+        "metadata": {"bench": True},
+        "framework": "fake-1.0",
+        "format": "fake-json",
+        "storage_id": f"shared_fs:{storage}",
+        "start_time": when,
+        "end_time": when,
+    }
+
+
 @dataclass
 class Seeded:
     api_trial: int
@@ -275,20 +295,7 @@ def seed(engine: Engine, sizes: Sizes, storage: Path) -> Seeded:
         conn.execute(
             sa.insert(Checkpoint.__table__),
             [
-                {
-                    "uuid": ckpt,
-                    "trial_id": completed[i % len(completed)].id,
-                    "experiment_id": completed[i % len(completed)].experiment_id,
-                    "batches_trained": 10,
-                    "state": CheckpointState.COMPLETED,
-                    "files": {"state.json": {"size": 10, "sha256": "0" * 64}},
-                    "metadata": {"bench": True},
-                    "framework": "fake-1.0",
-                    "format": "fake-json",
-                    "storage_id": f"shared_fs:{storage}",
-                    "start_time": now,
-                    "end_time": now,
-                }
+                checkpoint_row(ckpt, *completed[i % len(completed)], storage, now)
                 for i, ckpt in enumerate(uuids)
             ],
         )
