@@ -37,7 +37,14 @@ from typing import Any, Literal
 
 from detlite.exec.pool import EXPERIMENT_ENV, PER_RUN_ENV, Frames, encode
 
-__all__ = ["PoolRegistry", "PoolUnavailable", "PooledProcess", "WarmPool"]
+__all__ = [
+    "PoolRegistry",
+    "PoolUnavailable",
+    "PooledProcess",
+    "WarmPool",
+    "parent_environment",
+    "pool_key",
+]
 
 logger = logging.getLogger("detlite.resources")
 
@@ -52,6 +59,25 @@ _WORKER_MODULE = "detlite.exec.trial"
 
 State = Literal["warming", "ready", "refusing", "gone"]
 _Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def _less_run_env(env: Mapping[str, str], shared: bool) -> dict[str, str]:
+    dropped = PER_RUN_ENV | EXPERIMENT_ENV if shared else PER_RUN_ENV
+    return {k: v for k, v in env.items() if k not in dropped}
+
+
+def pool_key(executable: str, env: Mapping[str, str], *, shared: bool = False) -> _Key:
+    """What a parent would import with: the interpreter and ``env`` less what belongs to
+    one run (``PER_RUN_ENV``; with ``shared``, to one experiment too: ``EXPERIMENT_ENV``).
+    A parent forks the launches whose key is its own."""
+    return executable, tuple(sorted(_less_run_env(env, shared).items()))
+
+
+def parent_environment(env: Mapping[str, str], *, shared: bool = False) -> dict[str, str]:
+    """The environment a parent starts with, for launches with ``env`` (``pool_key``)."""
+    parent_env = _less_run_env(env, shared)
+    parent_env["CUDA_VISIBLE_DEVICES"] = ""  # the parent never touches a GPU
+    return parent_env
 
 
 class PoolUnavailable(Exception):
@@ -365,15 +391,15 @@ class PoolRegistry:
         self._warned: set[str] = set()
         self._shared: WarmPool | None = None
         self._shared_spec: tuple[str, dict[str, str]] | None = None
+        self._shared_key: _Key | None = None
 
     # -- the shared parent --------------------------------------------------------------------
 
     def start_shared(self, executable: str, env: Mapping[str, str]) -> None:
         """Start a shared parent with ``env`` (less what belongs to one experiment or run),
         for the launches of ``executable -m detlite.exec.trial`` with that environment."""
-        parent_env = {k: v for k, v in env.items() if k not in PER_RUN_ENV | EXPERIMENT_ENV}
-        parent_env["CUDA_VISIBLE_DEVICES"] = ""  # the parent never touches a GPU
-        self._shared_spec = (executable, parent_env)
+        self._shared_spec = (executable, parent_environment(env, shared=True))
+        self._shared_key = pool_key(executable, env, shared=True)
         self._start_shared()
 
     def _start_shared(self) -> None:
@@ -395,8 +421,8 @@ class PoolRegistry:
 
     def _shared_for(self, command: Sequence[str], env: Mapping[str, str]) -> WarmPool | None:
         """The shared parent, when it serves this launch (its environment matches)."""
-        pool, spec = self._shared, self._shared_spec
-        if pool is None or spec is None:
+        pool = self._shared
+        if pool is None or self._shared_spec is None:
             return None
         if pool.state == "gone":
             if pool.was_ready and not pool.closed:
@@ -406,11 +432,7 @@ class PoolRegistry:
             return None
         if pool.state == "refusing":
             return None
-        executable, parent_env = spec
-        ours = {k: v for k, v in env.items() if k not in PER_RUN_ENV | EXPERIMENT_ENV}
-        if command[0] != executable or ours != {
-            k: v for k, v in parent_env.items() if k not in PER_RUN_ENV
-        }:
+        if pool_key(command[0], env, shared=True) != self._shared_key:
             return None
         if pool.state == "warming" and not pool.wait_ready(_SHARED_WAIT_S):
             return None
@@ -435,10 +457,7 @@ class PoolRegistry:
         token = env.get("DETLITE_TOKEN", "")
         if not experiment or not token or not env.get("DETLITE_MASTER"):
             return None
-        key: _Key = (
-            command[0],
-            tuple(sorted((k, v) for k, v in env.items() if k not in PER_RUN_ENV)),
-        )
+        key = pool_key(command[0], env)
         pool = self._pools.get(key)
         if pool is not None:
             pool.last_used = time.monotonic()
@@ -476,8 +495,7 @@ class PoolRegistry:
         if len(self._pools) >= self.limit:
             return self._shared_for(command, env)
         directory = self.dir / f"exp{experiment}-{uuid.uuid4().hex[:10]}"
-        parent_env = {k: v for k, v in env.items() if k not in PER_RUN_ENV}
-        parent_env["CUDA_VISIBLE_DEVICES"] = ""  # the parent never touches a GPU
+        parent_env = parent_environment(env)
         try:
             self._pools[key] = WarmPool.start(
                 command[0],

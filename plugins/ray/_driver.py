@@ -155,7 +155,7 @@ class RayDriver:
         group waiting in Ray for a node that left. Returns (handle, slots, gpus)."""
         with self._lock:
             slots, gpus = self.slots()
-            busy = sum(g.spec.slots for g in self._groups.values() if g.exit_code is None)
+            busy = self._busy()
             if self._asked_slots is None and busy + spec.slots > slots:
                 raise RayConnectionError(
                     f"no room for trial {spec.trial_id}'s {spec.slots} slot(s): the Ray "
@@ -187,6 +187,10 @@ class RayDriver:
                 reused=kept is not None,
             )
             return handle, slots, gpus
+
+    def _busy(self) -> int:
+        """Slots the running groups hold (a launch under way included)."""
+        return sum(g.spec.slots for g in self._groups.values() if g.exit_code is None)
 
     @staticmethod
     def _new_actors(handle: str, ranks: int, gpus: bool, pg: PlacementGroup | None) -> list[Any]:
@@ -294,10 +298,7 @@ class RayDriver:
             if group.reused:  # it died while idle: a new actor, as if none had been kept
                 group.reused = False
                 self._kill(group.actors)
-                self._make_room(
-                    sum(g.spec.slots for g in self._groups.values() if g.exit_code is None),
-                    self._slots,
-                )
+                self._make_room(self._busy(), self._slots)
                 group.actors = self._new_actors(group.handle, 1, self.gpus, None)
                 group.where_refs = [group.actors[0].where.remote(True)]
                 return

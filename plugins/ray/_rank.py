@@ -156,15 +156,15 @@ class RankActor:
             return None
 
     def _pool_for(self, argv: list[str], env: Mapping[str, str], base: Path) -> Any:
-        from detlite.exec.pool import PER_RUN_ENV, pool_turned_off
-        from detlite.resources._pool import WarmPool
+        from detlite.exec.pool import pool_turned_off
+        from detlite.resources._pool import WarmPool, parent_environment, pool_key
 
         if argv[1:] != _WORKER_ARGS or pool_turned_off(env):
             return None
         token = env.get("DETLITE_TOKEN", "")
         if not token or not env.get("DETLITE_MASTER") or not env.get("DETLITE_EXPERIMENT_ID"):
             return None
-        key = (argv[0], tuple(sorted((k, v) for k, v in env.items() if k not in PER_RUN_ENV)))
+        key = pool_key(argv[0], env)
         last, self._last_key = self._last_key, key
         if self._pool is not None and (self._pool_key != key or self._pool.state != "ready"):
             if self._pool.state == "refusing":
@@ -174,12 +174,10 @@ class RankActor:
             return self._pool
         if key != last or key in self._refused:
             return None  # this actor's first run of its kind: a parent might never serve
-        parent_env = {k: v for k, v in env.items() if k not in PER_RUN_ENV}
-        parent_env["CUDA_VISIBLE_DEVICES"] = ""  # the parent never touches a GPU
         try:
             pool = WarmPool.start(
                 argv[0],
-                parent_env,
+                parent_environment(env),
                 token,
                 base / f"pool-{os.getpid()}-{uuid.uuid4().hex[:8]}",
                 idle=_POOL_IDLE_S,
