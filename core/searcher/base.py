@@ -132,6 +132,12 @@ class SearchMethod(ABC):
 
     name: ClassVar[str]
 
+    #: Objectives besides ``searcher.metric``, as ``(metric name, smaller_is_better)``: a
+    #: multi-objective search. The master hands their values in each validation to
+    #: ``objectives_reported`` right before its ``validation_completed``, and the UI's
+    #: experiment page shows the trials' Pareto front over all the objectives.
+    more_objectives: tuple[tuple[str, bool], ...] = ()
+
     @abstractmethod
     def initial_operations(self, ctx: SearcherContext) -> list[Operation]:
         """The operations to start the search with."""
@@ -148,6 +154,11 @@ class SearchMethod(ABC):
 
         ``metric`` is as reported; methods that compare apply ``smaller_is_better``.
         """
+
+    def objectives_reported(self, request_id: RequestID, values: Mapping[str, float]) -> None:
+        """The ``more_objectives`` of the validation about to complete, by name (NaN for one
+        the validation lacked or that was not finite). Only called when there are some."""
+        raise NotImplementedError(f"{type(self).__name__} names more_objectives but takes none")
 
     def trial_closed(self, ctx: SearcherContext, request_id: RequestID) -> list[Operation]:
         """The trial stopped after a Close."""

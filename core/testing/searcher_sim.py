@@ -4,7 +4,9 @@
 training: ``Create`` makes a trial (a clone starts at its parent's length) and calls
 ``trial_created``; ``ValidateAfter(L)`` "trains" the trial from its length to ``L``, adding
 the difference to the units-trained budget, then reports ``objective(hparams, L)`` to
-``validation_completed``; ``Close`` calls ``trial_closed``; ``Shutdown`` ends the run.
+``validation_completed`` (a method with ``more_objectives`` first gets their values through
+``objectives_reported``: ``objectives(hparams, L)`` when given, else ``objective`` called
+once per objective); ``Close`` calls ``trial_closed``; ``Shutdown`` ends the run.
 
 Each trial carries out its own operations in order. Which trial goes next is decided by
 ``order``: ``"fifo"`` takes the trial whose work has waited longest, ``"random"`` picks one
@@ -41,6 +43,7 @@ from detlite.searcher.base import (
 __all__ = [
     "FailureRule",
     "Objective",
+    "Objectives",
     "Order",
     "SimEvent",
     "SimTrial",
@@ -51,6 +54,7 @@ __all__ = [
 ]
 
 Objective = Callable[[Mapping[str, Any], int], float]
+Objectives = Callable[[Mapping[str, Any], int], Mapping[str, float]]
 Order = Literal["fifo", "random"]
 
 
@@ -139,6 +143,7 @@ class Simulator:
         fail: FailureRule | None = None,
         smaller_is_better: bool = True,
         max_operations: int = 100_000,
+        objectives: Objectives | None = None,
     ) -> None:
         if order not in ("fifo", "random"):
             raise ValueError(f"order must be 'fifo' or 'random', got {order!r}")
@@ -147,6 +152,7 @@ class Simulator:
         self.method = method
         self.ctx = ctx
         self.objective = objective
+        self.objectives = objectives
         self.max_concurrent = max_concurrent
         self.order = order
         self.fail = fail
@@ -211,6 +217,15 @@ class Simulator:
             trial.units_trained += trained
             self.units_trained += trained
             trial.length = op.length
+        if self.method.more_objectives:
+            if self.objectives is not None:
+                values = dict(self.objectives(trial.hparams, trial.length))
+            else:
+                values = {
+                    name: float(self.objective(trial.hparams, trial.length))
+                    for name, _ in self.method.more_objectives
+                }
+            self.method.objectives_reported(request_id, values)
         metric = float(self.objective(trial.hparams, trial.length))
         trial.validations.append((trial.length, metric))
         key = metric if self.smaller_is_better else -metric
@@ -341,6 +356,7 @@ def simulate(
     fail: FailureRule | None = None,
     smaller_is_better: bool = True,
     max_operations: int = 100_000,
+    objectives: Objectives | None = None,
 ) -> SimulationResult:
     """Run ``method`` to the end against ``objective``; see the module docstring."""
     return Simulator(
@@ -353,4 +369,5 @@ def simulate(
         fail=fail,
         smaller_is_better=smaller_is_better,
         max_operations=max_operations,
+        objectives=objectives,
     ).run()

@@ -43,6 +43,8 @@ class MNistTrial(PyTorchTrial):
             nn.LogSoftmax(dim=1),
         )
         self.model = context.wrap_model(model)
+        # The model's size, validated beside its loss: optuna_pareto.yaml trades one for the other.
+        self.parameters = float(sum(p.numel() for p in model.parameters()))
         self.optimizer = context.wrap_optimizer(
             torch.optim.Adadelta(self.model.parameters(), lr=hp("learning_rate"))
         )
@@ -71,4 +73,4 @@ class MNistTrial(PyTorchTrial):
         output = self.model(images)
         loss = nn.functional.nll_loss(output, labels)
         accuracy = (output.argmax(dim=1) == labels).float().mean()
-        return {"validation_loss": loss, "accuracy": accuracy}
+        return {"validation_loss": loss, "accuracy": accuracy, "parameters": self.parameters}

@@ -37,6 +37,7 @@ from detlite.optuna.config import OptunaConfig, sampler_class
 __all__ = ["Study", "trial_seed"]
 
 _NAME = "detlite-search"
+_VALUES = "detlite:values"  # a multi-objective trial's latest values, until it is told
 
 
 class _QuietRebuilds(logging.Filter):
@@ -74,8 +75,9 @@ class Study:
             study_name=_NAME,
             sampler=self._sampler(0),  # replaced before each ask; tell calls its after_trial
             pruner=pruner,
-            direction="minimize" if config.smaller_is_better else "maximize",
+            directions=["minimize" if smaller else "maximize" for _, smaller in config.objectives],
         )
+        self.multi = len(config.objectives) > 1
         self._id = self._storage.get_study_id_from_name(_NAME)
 
     def ask(self) -> tuple[int, dict[str, Any]]:
@@ -91,6 +93,15 @@ class Study:
         if self._trials()[number].state is TrialState.RUNNING:
             self._trial(number).report(value, step)
 
+    def record(self, number: int, step: int, values: list[float]) -> None:
+        """A multi-objective trial's values at ``step`` (Optuna keeps no intermediate values
+        for several objectives: they wait in a trial attribute until ``finish``)."""
+        if self._trials()[number].state is TrialState.RUNNING:
+            trial_id = self._storage.get_trial_id_from_study_id_trial_number(self._id, number)
+            self._storage.set_trial_user_attr(
+                trial_id, _VALUES, {"step": step, "values": [_number(v) for v in values]}
+            )
+
     def should_prune(self, number: int) -> bool:
         """The pruner's verdict on a running trial, from what it reported so far."""
         return self._trial(number).should_prune()
@@ -100,6 +111,9 @@ class Study:
         ``max_length``, PRUNED if it stopped before, FAIL if it has no usable value."""
         trial = self._trials()[number]
         if trial.state is not TrialState.RUNNING:
+            return
+        if self.multi:
+            self._finish_multi(trial, max_length)
             return
         if not trial.intermediate_values:
             self.fail(number)
@@ -111,6 +125,19 @@ class Study:
             self.fail(number)
         else:
             self._study.tell(number, value, state=TrialState.COMPLETE)
+
+    def _finish_multi(self, trial: FrozenTrial, max_length: int) -> None:
+        recorded = trial.user_attrs.get(_VALUES)
+        if recorded is None:
+            self.fail(trial.number)
+        elif recorded["step"] < max_length:
+            self._study.tell(trial.number, state=TrialState.PRUNED)
+        else:
+            values = [float(v) for v in recorded["values"]]
+            if all(math.isfinite(v) for v in values):
+                self._study.tell(trial.number, values, state=TrialState.COMPLETE)
+            else:
+                self.fail(trial.number)
 
     def fail(self, number: int) -> None:
         """End a running trial without a result: samplers do not learn from it."""

@@ -20,7 +20,7 @@ from detlite.config._errors import Loc, did_you_mean, problems_error, show
 from detlite.config.length import Length
 from detlite.optuna.plugin import INSTALL
 
-__all__ = ["SAMPLERS", "OptunaConfig", "sampler_class", "sampler_problems"]
+__all__ = ["SAMPLERS", "ObjectiveConfig", "OptunaConfig", "sampler_class", "sampler_problems"]
 
 # Each sampler name: the class in optuna.samplers, and the modules it needs beyond optuna.
 SAMPLERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -43,12 +43,24 @@ def sampler_class(name: str) -> type[Any]:
     return cls
 
 
+class ObjectiveConfig(ConfigModel):
+    """One of ``more_objectives``: a validation metric and its direction."""
+
+    metric: str = Field(min_length=1)
+    smaller_is_better: bool = True
+
+
 class OptunaConfig(ConfigModel):
     """``searcher: {name: optuna, ...}``: an Optuna sampler, optionally with early stopping.
 
     ``divisor`` and ``max_rungs`` place the validations of ``asha`` and ``median``: at
     lengths ``max_length / divisor**k``, as many as adaptive ASHA's aggressive bracket has
     rungs. ``none`` validates once, at ``max_length``.
+
+    ``more_objectives`` makes the search multi-objective: Optuna optimizes ``metric`` and
+    each of them together (a Pareto front), while checkpoints, "best trial" and the like keep
+    ranking by ``metric`` alone. Optuna does not stop multi-objective trials early, and
+    CMA-ES optimizes one objective, so those two are refused with it.
     """
 
     name: Literal["optuna"]
@@ -64,23 +76,60 @@ class OptunaConfig(ConfigModel):
     early_stopping: Literal["none", "asha", "median"] = "none"
     divisor: float = Field(default=4.0, gt=1)
     max_rungs: PositiveInt = 5
+    more_objectives: list[ObjectiveConfig] = Field(default_factory=list, max_length=16)
 
     @field_validator("metric", mode="before")
     @classmethod
     def _one_metric(cls, value: Any) -> Any:
         if isinstance(value, list):
             raise ValueError(
-                "expected one metric name: a search on several metrics needs every validation "
-                "metric to reach the searcher, and the master passes it only searcher.metric"
+                "expected one metric name: the first objective, by which checkpoints and the "
+                "best trial are ranked; name the others under more_objectives"
             )
         return value
 
     @model_validator(mode="after")
     def _sampler_takes_the_options(self) -> OptunaConfig:
         problems = sampler_problems(self.sampler, self.sampler_options)
+        problems += self._objective_problems()
         if problems:
             raise problems_error(type(self).__name__, problems)
         return self
+
+    def _objective_problems(self) -> list[tuple[Loc, str]]:
+        if not self.more_objectives:
+            return []
+        problems: list[tuple[Loc, str]] = []
+        seen = {self.metric}
+        for i, objective in enumerate(self.more_objectives):
+            if objective.metric in seen:
+                problems.append(
+                    (("more_objectives", i, "metric"), f"{objective.metric!r} is named twice")
+                )
+            seen.add(objective.metric)
+        if self.sampler == "cmaes":
+            problems.append(
+                (
+                    ("sampler",),
+                    "cmaes optimizes one objective; with more_objectives use "
+                    "nsga2, tpe, gp, qmc or random",
+                )
+            )
+        if self.early_stopping != "none":
+            problems.append(
+                (
+                    ("early_stopping",),
+                    "Optuna stops no multi-objective trial early; with "
+                    "more_objectives use early_stopping: none",
+                )
+            )
+        return problems
+
+    @property
+    def objectives(self) -> list[tuple[str, bool]]:
+        """Every objective, ``metric`` first, as (name, smaller_is_better)."""
+        more = [(o.metric, o.smaller_is_better) for o in self.more_objectives]
+        return [(self.metric, self.smaller_is_better), *more]
 
 
 def sampler_problems(name: str, options: dict[str, Any]) -> list[tuple[Loc, str]]:

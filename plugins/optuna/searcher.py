@@ -17,6 +17,7 @@ search itself or with the validation of an ``optuna`` section.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -92,6 +93,9 @@ class OptunaSearch(SearchMethod):
         self._study: Study | None = None
         self._numbers: dict[int, int] = {}  # request id -> Optuna trial number
         self._asked: deque[int] = deque()  # trial numbers whose Create is on its way
+        self.more_objectives = tuple(config.objectives[1:])
+        # The more_objectives of the validation about to complete (objectives_reported).
+        self._reported: dict[int, Mapping[str, float]] = {}
 
     @property
     def study(self) -> Study:
@@ -111,10 +115,18 @@ class OptunaSearch(SearchMethod):
     def trial_created(self, ctx: SearcherContext, request_id: int) -> list[Operation]:
         return self._settle(self._schedule.trial_created(ctx, request_id))
 
+    def objectives_reported(self, request_id: int, values: Mapping[str, float]) -> None:
+        self._reported[request_id] = values
+
     def validation_completed(
         self, ctx: SearcherContext, request_id: int, metric: float, op: ValidateAfter
     ) -> list[Operation]:
-        self.study.report(self._number(request_id), op.length, metric)
+        if self.more_objectives:
+            more = self._reported.pop(request_id, {})
+            values = [metric, *(more.get(name, math.nan) for name, _ in self.more_objectives)]
+            self.study.record(self._number(request_id), op.length, values)
+        else:
+            self.study.report(self._number(request_id), op.length, metric)
         ops = self._schedule.validation_completed(ctx, request_id, metric, op)
         return self._settle(ops)
 

@@ -115,9 +115,27 @@ def test_defaults() -> None:
         ({"metric": None}, "searcher.metric: expected a string, got null"),
         (
             {"metric": ["loss", "latency"]},
-            "searcher.metric: expected one metric name: a search on several metrics needs every "
-            "validation metric to reach the searcher, and the master passes it only "
-            "searcher.metric",
+            "searcher.metric: expected one metric name: the first objective, by which "
+            "checkpoints and the best trial are ranked; name the others under more_objectives",
+        ),
+        (
+            {"more_objectives": [{"metric": "loss"}]},
+            "searcher.more_objectives.0.metric: 'loss' is named twice",
+        ),
+        (
+            {"sampler": "cmaes", "more_objectives": [{"metric": "latency"}]},
+            "searcher.sampler: cmaes optimizes one objective; with more_objectives use nsga2, "
+            "tpe, gp, qmc or random",
+        ),
+        (
+            {"early_stopping": "asha", "more_objectives": [{"metric": "latency"}]},
+            "searcher.early_stopping: Optuna stops no multi-objective trial early; with "
+            "more_objectives use early_stopping: none",
+        ),
+        (
+            {"more_objectives": [{"metric": "latency", "smaller": True}]},
+            "searcher.more_objectives.0.smaller: unknown field 'smaller'; did you mean "
+            "'smaller_is_better'?",
         ),
     ],
 )

@@ -106,6 +106,62 @@ def test_search_on_the_embedded_master(tmp_path: Path, early_stopping: str) -> N
         assert min(lengths) < 8 and lengths <= {2, 4, 8}  # the others stopped at rungs
 
 
+def test_a_two_objective_search_and_its_pareto_front(tmp_path: Path) -> None:
+    # validation_loss down and abs_error up pull apart: the front has more than one trial.
+    cfg = linear_config()
+    cfg["hyperparameters"] = hyperparameters()
+    cfg["searcher"] = {
+        "name": "optuna",
+        "sampler": "nsga2",
+        "sampler_options": {"population_size": 2},
+        "metric": "validation_loss",
+        "more_objectives": [{"metric": "abs_error", "smaller_is_better": False}],
+        "max_trials": 6,
+        "max_length": {"batches": 4},
+        "max_concurrent_trials": 2,
+    }
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    ref = create(LinearTrial, cfg, local=True, context_dir=str(ctx))
+    assert ref.get_state() is ExperimentState.COMPLETED
+    embedded = current_embedded_master()
+    assert embedded is not None
+    with httpx.Client(base_url=embedded.url) as api:
+        login = api.post("/api/v1/auth/login", json={"username": "determined"})
+        api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        finals = {
+            t["requestId"]: e2e.metrics(api, t["id"], "validation")[-1][1]
+            for t in e2e.trials_of(api, ref.id)
+        }
+        ids = {t["requestId"]: t["id"] for t in e2e.trials_of(api, ref.id)}
+        pareto = api.get(f"/api/v1/ui/experiments/{ref.id}/pareto").json()
+        single = create(LinearTrial, linear_config(), local=True, context_dir=str(ctx))
+        assert api.get(f"/api/v1/ui/experiments/{single.id}/pareto").json() == {
+            "objectives": [],
+            "points": [],
+        }
+    method = searcher_state(embedded.settings.db_url, ref.id)["method"]
+    records = method["study"]["trials"]
+    assert len(records) == len(finals) == 6
+    for rid, number in method["numbers"]:
+        values = [finals[str(rid)]["validation_loss"], finals[str(rid)]["abs_error"]]
+        assert records[number]["state"] == "COMPLETE"
+        assert records[number]["values"] == values
+    assert pareto["objectives"] == [
+        {"metric": "validation_loss", "smallerIsBetter": True},
+        {"metric": "abs_error", "smallerIsBetter": False},
+    ]
+    by_trial = {ids[rid]: [m["validation_loss"], m["abs_error"]] for rid, m in finals.items()}
+    assert {p["trialId"]: p["values"] for p in pareto["points"]} == by_trial
+
+    def dominated(v: list[float]) -> bool:
+        return any(w != v and w[0] <= v[0] and w[1] >= v[1] for w in by_trial.values())
+
+    front = {p["trialId"] for p in pareto["points"] if p["onFront"]}
+    assert front == {t for t, v in by_trial.items() if not dominated(v)}
+    assert front
+
+
 def test_a_killed_master_continues_the_same_study(tmp_path: Path) -> None:
     port = free_port()
     db_url = f"sqlite:///{tmp_path / 'master.db'}"

@@ -45,3 +45,10 @@ def test_preview_reports_a_bad_sampler(tmp_path: Path) -> None:
         proc.stderr
     )
     assert "did you mean 'tpe'?" in proc.stderr
+
+
+def test_preview_of_the_two_objective_example() -> None:
+    proc = preview(str(EXAMPLE.with_name("optuna_pareto.yaml")), "--json")
+    assert proc.returncode == 0, proc.stderr
+    trials = json.loads(proc.stdout)["trials"]
+    assert len(trials) == 12 and {t["length"] for t in trials} == {64}

@@ -13,7 +13,7 @@ import pytest
 from detlite.optuna.searcher import OptunaSearch, validation_lengths
 from detlite.searcher import ExitedReason, SearcherContext, ValidateAfter
 from detlite.testing.searcher_sim import SimTrial, SimulationResult, simulate
-from tests.optuna.searches import SPACE, config, loss, search
+from tests.optuna.searches import SPACE, config, cost, loss, search
 
 
 def run(method: OptunaSearch, seed: int = 7, **sim: Any) -> SimulationResult:
@@ -182,3 +182,39 @@ def test_every_sampler_runs_a_search(sampler: str) -> None:
     assert result.shutdown and len(result.creates) == 10
     assert all(math.isfinite(m) for t in result.trials.values() for _, m in t.validations)
     assert {r["state"] for r in told(method).values()} <= {"COMPLETE", "PRUNED"}
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random"])
+def test_more_objectives_reach_the_study_and_make_a_pareto_front(sampler: str) -> None:
+    method = search(
+        sampler=sampler,
+        max_trials=16,
+        more_objectives=[{"metric": "cost", "smaller_is_better": True}],
+    )
+    assert method.more_objectives == (("cost", True),)
+    result = simulate(
+        method, SearcherContext(SPACE, seed=7), loss, max_concurrent=3, objectives=cost
+    )
+    assert len(result.creates) == 16
+    for rid, record in told(method).items():
+        h = result.trials[rid].hparams
+        assert record["state"] == "COMPLETE"
+        assert record["values"] == [loss(h, 64), cost(h, 64)["cost"]]
+    front = method.study._study.best_trials  # Optuna's own Pareto front
+    assert 1 <= len(front) < 16
+
+
+def test_a_missing_objective_fails_the_trial_for_the_sampler() -> None:
+    method = search(max_trials=4, more_objectives=[{"metric": "cost"}])
+    simulate(
+        method,
+        SearcherContext(SPACE, seed=7),
+        loss,
+        max_concurrent=2,
+        objectives=lambda h, length: {"cost": math.nan if h["layers"] > 2 else 1.0},
+    )
+    states = {
+        rid: (record["state"], record["params"]["layers"]) for rid, record in told(method).items()
+    }
+    assert {state for state, layers in states.values() if layers > 2} == {"FAIL"}
+    assert {state for state, layers in states.values() if layers <= 2} == {"COMPLETE"}

@@ -12,7 +12,7 @@ import pytest
 from detlite.optuna.searcher import OptunaSearch
 from detlite.searcher import ExitedReason, SearcherContext, ValidateAfter
 from detlite.testing.searcher_sim import SimTrial, Simulator
-from tests.optuna.searches import SPACE, config, loss
+from tests.optuna.searches import SPACE, config, cost, loss
 
 SEARCHES: dict[str, dict[str, Any]] = {
     "tpe": {"sampler_options": {"n_startup_trials": 4}},
@@ -22,6 +22,12 @@ SEARCHES: dict[str, dict[str, Any]] = {
     "qmc": {"sampler": "qmc"},
     "cmaes_asha": {"sampler": "cmaes", "early_stopping": "asha", "divisor": 2},
     "nsga2": {"sampler": "nsga2", "sampler_options": {"population_size": 6}},
+    "nsga2_two_objectives": {
+        "sampler": "nsga2",
+        "sampler_options": {"population_size": 6},
+        "more_objectives": [{"metric": "cost"}],
+    },
+    "tpe_two_objectives": {"more_objectives": [{"metric": "cost", "smaller_is_better": False}]},
     "random_median": {"sampler": "random", "early_stopping": "median"},
 }
 
@@ -45,6 +51,7 @@ def simulator(name: str, with_failures: bool) -> Simulator:
         seed=4,
         fail=fail if with_failures else None,
         smaller_is_better=SEARCHES[name].get("smaller_is_better", True),
+        objectives=cost,
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from detlite.api.enums import ExperimentState
 from detlite.master.orm import Trial, utcnow
+from detlite.testing import linear_config
 from tests.master.conftest import live_master, make_settings
 from tests.master.test_experiments import add_trial, post_experiment
 from tests.master.test_trials import report
@@ -162,6 +163,46 @@ def test_experiment_page(page: Any, searched_master: Searched, screenshots: Path
     assert len(points["x"]) == TRIALS
     page.select_option("[data-testid=curve-metric]", "validation:validation_loss")
     shot(page, screenshots, "experiment")
+    assert page.locator("[data-testid=pareto-card]").is_hidden()  # one objective
+
+
+def test_a_two_objective_search_shows_its_pareto_front(
+    page: Any, tmp_path: Path, screenshots: Path
+) -> None:
+    pytest.importorskip("optuna", reason="the optuna searcher needs the optuna extra")
+    config = linear_config()
+    config["searcher"] = {
+        "name": "optuna",
+        "metric": "validation_loss",
+        "more_objectives": [{"metric": "latency_ms", "smaller_is_better": True}],
+        "max_trials": 5,
+        "max_length": {"batches": 8},
+    }
+    # (validation_loss, latency_ms): 1, 2 and 3 trade one for the other; 4 and 5 lose to 2.
+    values = {1: (0.1, 9.0), 2: (0.2, 5.0), 3: (0.5, 1.0), 4: (0.3, 6.0), 5: (0.2, 7.0)}
+    settings = make_settings(f"sqlite:///{tmp_path / 'master.db'}", tmp_path)
+    with live_master(settings) as live, live.client(live.login("determined")) as api:
+        exp_id = post_experiment(api, config)["experiment"]["id"]
+        trial_ids = {}
+        for n, (loss, latency) in values.items():
+            trial_ids[n] = add_trial(live, exp_id, f"r{n}")
+            report(api, trial_ids[n], "validation", 4, validation_loss=9.0, latency_ms=9.0)
+            report(api, trial_ids[n], "validation", 8, validation_loss=loss, latency_ms=latency)
+        front = sorted(trial_ids[n] for n in (1, 2, 3))
+        login(page, live.url)
+        page.goto(f"{live.url}/#/experiments/{exp_id}")
+        page.wait_for_selector("[data-testid=pareto-trials] tbody tr")
+        assert sorted(int(i) for i in rows(page, "pareto-trials")) == front
+        page.wait_for_function("document.getElementById('pareto-front').data")
+        dominated, on_front = chart_traces(page, "pareto-front")
+        assert (on_front["name"], dominated["name"]) == ("Pareto front", "dominated")
+        assert list(zip(on_front["x"], on_front["y"], strict=True)) == [
+            (0.1, 9.0),
+            (0.2, 5.0),
+            (0.5, 1.0),
+        ]
+        assert sorted(zip(dominated["x"], dominated["y"], strict=True)) == [(0.2, 7.0), (0.3, 6.0)]
+        shot(page, screenshots, "experiment-pareto-front")
 
 
 def test_trial_page(page: Any, searched_master: Searched, screenshots: Path) -> None:

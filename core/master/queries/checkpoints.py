@@ -57,6 +57,7 @@ __all__ = [
     "require_owner",
     "searcher_metric_of",
     "set_metadata",
+    "unnested_metrics",
     "validation_metrics_of",
 ]
 
@@ -111,7 +112,12 @@ def latest_completed(db: Session, trial_id: int) -> str | None:
 
 def validation_metrics_of(validation: ValidationMetrics) -> dict[str, Any]:
     """The metric values of a validation row (flat, or nested under ``validation_metrics``)."""
-    metrics = validation.metrics or {}
+    return unnested_metrics(validation.metrics)
+
+
+def unnested_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A validation's stored metrics, flat, or unnested from ``validation_metrics``."""
+    metrics = metrics or {}
     nested = metrics.get("validation_metrics")
     return dict(nested) if isinstance(nested, Mapping) else dict(metrics)
 

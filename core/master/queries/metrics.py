@@ -89,6 +89,7 @@ __all__ = [
     "metrics_row_wire",
     "report_metrics",
     "require_reportable",
+    "validation_values",
 ]
 
 MetricsTable = type[TrainingMetrics] | type[ValidationMetrics]
@@ -157,6 +158,25 @@ def report_metrics(
         for batches in batch_counts:
             _link_checkpoints(db, trial, batches)
     return len(wanted)
+
+
+def validation_values(
+    db: Session, trial_id: int, batches: int, names: Sequence[str]
+) -> dict[str, float]:
+    """The finite values of ``names`` in a trial's effective validation at ``batches`` (its
+    latest run's), NaN for each one missing or not a finite number."""
+    stored = db.execute(
+        sa.select(ValidationMetrics.metrics)
+        .where(
+            ValidationMetrics.trial_id == trial_id,
+            ValidationMetrics.batches_trained == batches,
+        )
+        .order_by(ValidationMetrics.trial_run_id.desc(), ValidationMetrics.id.desc())
+        .limit(1)
+    ).scalar()
+    metrics = checkpoint_queries.unnested_metrics(stored)
+    values = {name: finite_float(metrics.get(name)) for name in names}
+    return {name: math.nan if value is None else value for name, value in values.items()}
 
 
 # A trial's batches_trained only grows, whatever order its reports arrive in.

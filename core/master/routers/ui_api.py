@@ -12,6 +12,11 @@
   are left out of their series; ``kind`` defaults to training. ``maxPoints=n`` downsamples
   each series to at most n points as ``GET /api/v1/trials/{id}/metrics`` does (the charts
   ask for 1,000), so a trial of a million points draws at once.
+- ``GET /api/v1/ui/experiments/{id}/pareto``: a multi-objective search's trials (those whose
+  latest validation has every objective, ``searcher.metric`` first, as a finite number) with
+  their values and whether they are on the Pareto front (``GetParetoFrontResponse``). The
+  objectives are the search method's (``SearchMethod.more_objectives``); a single-objective
+  search, or one whose config this master can no longer load, answers none.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
-from detlite.errors import APIError
+from detlite.errors import APIError, DetliteError
 from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import DbSession
 from detlite.master.orm import Experiment, Trial, ValidationMetrics
@@ -49,8 +54,13 @@ from detlite.master.schemas.ui import (
     ExperimentSummary,
     GetExperimentSummariesResponse,
     GetMetricSeriesResponse,
+    GetParetoFrontResponse,
     MetricSeries,
+    ParetoObjective,
+    ParetoPoint,
 )
+from detlite.plugins import get_plugins
+from detlite.searcher.pareto import pareto_front
 
 __all__ = ["router"]
 
@@ -238,3 +248,71 @@ def get_trial_series(
     else:
         rows, _ = metric_queries.list_metrics(db, kind, [trial.id])
     return _series(rows, kind)
+
+
+@router.get("/experiments/{experiment_id}/pareto")
+def get_pareto_front(experiment_id: ExperimentId, db: DbSession) -> GetParetoFrontResponse:
+    experiment = experiment_queries.get_experiment(db, experiment_id)
+    objectives = _objectives(experiment.config)
+    if len(objectives) < 2:
+        return GetParetoFrontResponse(objectives=[], points=[])
+    rank = (
+        sa.func.row_number()
+        .over(
+            partition_by=ValidationMetrics.trial_id,
+            order_by=(
+                ValidationMetrics.batches_trained.desc(),
+                ValidationMetrics.trial_run_id.desc(),
+                ValidationMetrics.id.desc(),
+            ),
+        )
+        .label("rank")
+    )
+    latest = (
+        sa.select(ValidationMetrics.id.label("row_id"), rank)
+        .join(Trial, Trial.id == ValidationMetrics.trial_id)
+        .where(Trial.experiment_id == experiment.id)
+        .subquery()
+    )
+    rows = db.execute(
+        sa.select(
+            Trial.id, Trial.state, ValidationMetrics.batches_trained, ValidationMetrics.metrics
+        )
+        .join(latest, latest.c.row_id == ValidationMetrics.id)
+        .join(Trial, Trial.id == ValidationMetrics.trial_id)
+        .where(latest.c.rank == 1)
+        .order_by(Trial.id)
+    ).all()
+    found: list[tuple[int, str, int, list[float]]] = []
+    for trial_id, state, batches, stored in rows:
+        metrics = checkpoint_queries.unnested_metrics(stored)
+        values = [finite_float(metrics.get(objective.metric)) for objective in objectives]
+        finite = [v for v in values if v is not None]
+        if len(finite) == len(values):
+            found.append((trial_id, str(state.value), batches, finite))
+    front = pareto_front(
+        [values for *_, values in found], [o.smaller_is_better for o in objectives]
+    )
+    points = [
+        ParetoPoint(trial_id=t, state=state, batches=b, values=v, on_front=i in front)
+        for i, (t, state, b, v) in enumerate(found)
+    ]
+    return GetParetoFrontResponse(objectives=objectives, points=points)
+
+
+def _objectives(config: Mapping[str, Any]) -> list[ParetoObjective]:
+    """``searcher.metric`` and the search method's ``more_objectives``, or [] for a search
+    with one objective (or a config this master cannot load any more: a plugin gone)."""
+    plugins = get_plugins()
+    try:
+        method = plugins.make_search_method(plugins.load_config(config))
+    except DetliteError:
+        return []
+    if not method.more_objectives:
+        return []
+    searcher = config["searcher"]
+    first = (searcher["metric"], bool(searcher.get("smaller_is_better", True)))
+    return [
+        ParetoObjective(metric=name, smaller_is_better=smaller)
+        for name, smaller in (first, *method.more_objectives)
+    ]

@@ -115,9 +115,14 @@ class Driver:
         self.started = True
         self._apply(self.method.initial_operations(self.ctx))
 
-    def validation_completed(self, trial: Trial, units: int, metric: float) -> None:
+    def validation_completed(
+        self, trial: Trial, units: int, metric: float, objectives: Mapping[str, float] = {}
+    ) -> None:
+        """``objectives``: the values of the method's ``more_objectives``, if it has some."""
         request_id = int(trial.request_id)
         op = ValidateAfter(request_id, units)
+        if self.method.more_objectives:
+            self.method.objectives_reported(request_id, objectives)
         self._apply(self.method.validation_completed(self.ctx, request_id, metric, op))
 
     def trial_closed(self, trial: Trial) -> None:

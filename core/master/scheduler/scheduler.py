@@ -338,7 +338,11 @@ class Scheduler:
             trial.pending_ops = pending
             trial.completed_batches = length
             driver = self._driver(db, experiment)
-            driver.validation_completed(trial, int(head["units"]), float(metric))
+            objectives = {}
+            if driver.method.more_objectives:
+                names = [name for name, _ in driver.method.more_objectives]
+                objectives = metric_queries.validation_values(db, trial.id, length, names)
+            driver.validation_completed(trial, int(head["units"]), float(metric), objectives)
             driver.save()
             db.commit()
             ended = experiment.state.terminal

@@ -3,7 +3,8 @@
 ``ExperimentSummary`` is an experiment as the list page shows it: the v1 ``Experiment`` plus
 its searcher metric and the best value any of its trials validated. ``MetricSeries`` is one
 metric of one trial as a chart draws it: batch counts and values side by side, a value being
-null where the report had NaN or a non-number.
+null where the report had NaN or a non-number. ``GetParetoFrontResponse`` is a
+multi-objective search's trials in objective space, the front marked.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ __all__ = [
     "ExperimentSummary",
     "GetExperimentSummariesResponse",
     "GetMetricSeriesResponse",
+    "GetParetoFrontResponse",
     "MetricSeries",
+    "ParetoObjective",
+    "ParetoPoint",
 ]
 
 
@@ -52,3 +56,24 @@ class GetMetricSeriesResponse(WireModel):
 
     series: list[MetricSeries]
     metrics: list[StoredText] = Field(description="the metric names that appear, sorted")
+
+
+class ParetoObjective(WireModel):
+    metric: StoredText
+    smaller_is_better: bool
+
+
+class ParetoPoint(WireModel):
+    trial_id: int
+    state: StoredText
+    batches: int = Field(description="the batch count of the trial's latest validation")
+    values: list[float] = Field(description="that validation's objectives, in their order")
+    on_front: bool = Field(description="no other trial's point dominates this one")
+
+
+class GetParetoFrontResponse(WireModel):
+    """The search's objectives (none for a single-objective search) and each trial whose
+    latest validation holds a finite value of every one, ordered by trial id."""
+
+    objectives: list[ParetoObjective]
+    points: list[ParetoPoint]

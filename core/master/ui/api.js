@@ -75,6 +75,7 @@ export const api = {
   experiment: (id) => request(`/api/v1/experiments/${id}`),
   trials: (id) => request(`/api/v1/experiments/${id}/trials`),
   experimentSeries: (id, kind) => request(`/api/v1/ui/experiments/${id}/series`, { params: { kind, maxPoints: CHART_POINTS } }),
+  paretoFront: (id) => request(`/api/v1/ui/experiments/${id}/pareto`),
   trial: (id) => request(`/api/v1/trials/${id}`),
   trialSeries: (id, kind) => request(`/api/v1/ui/trials/${id}/series`, { params: { kind, maxPoints: CHART_POINTS } }),
   trialCheckpoints: (id) => request(`/api/v1/trials/${id}/checkpoints`),

@@ -79,3 +79,20 @@ export function scatter(el, points, { xTitle, yTitle }) {
   window.Plotly.react(el, data, layout({ xaxis: axis(xTitle), yaxis: axis(yTitle), showlegend: false }), CONFIG);
   return true;
 }
+
+// A multi-objective search's trials in the plane of its first two objectives, the Pareto
+// front drawn as a line through its points (ordered along the x objective).
+export function paretoChart(el, points, objectives) {
+  if (!ready(el)) return false;
+  const [xName, yName] = objectives.map((o) => `${o.metric} (${o.smallerIsBetter ? "min" : "max"})`);
+  const trace = (subset, name, color, mode) => ({
+    type: "scatter", mode, name, x: subset.map((p) => p.values[0]), y: subset.map((p) => p.values[1]),
+    text: subset.map((p) => `Trial ${p.trialId}`), hovertemplate: "%{text}<br>%{x}, %{y}<extra></extra>",
+    marker: { size: 10, color, opacity: 0.85, line: { color: "#fff", width: 1 } }, line: { color, width: 2, shape: "hv" },
+  });
+  const front = points.filter((p) => p.onFront).sort((a, b) => a.values[0] - b.values[0]);
+  const rest = points.filter((p) => !p.onFront);
+  const data = [trace(rest, "dominated", "#9aa3b5", "markers"), trace(front, "Pareto front", "#d3452f", "lines+markers")];
+  window.Plotly.react(el, data, layout({ xaxis: axis(xName), yaxis: axis(yName), showlegend: true }), CONFIG);
+  return true;
+}

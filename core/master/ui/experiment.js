@@ -1,7 +1,8 @@
 // #/experiments/{id}: the experiment's summary, its trials, the learning curves of all trials
-// together, and the hyperparameter views (parallel coordinates, metric against one hparam).
+// together, the Pareto front of a multi-objective search, and the hyperparameter views
+// (parallel coordinates, metric against one hparam).
 import { api } from "./api.js";
-import { emptyChart, lineChart, parcoords, scatter } from "./charts.js";
+import { emptyChart, lineChart, paretoChart, parcoords, scatter } from "./charts.js";
 import {
   badge, fmtDuration, fmtNumber, fmtTime, fmtValue, h, isLive, json, labels, progressBar, replace, stat, table,
 } from "./util.js";
@@ -43,11 +44,16 @@ export async function experimentPage(main, [id], ctx) {
   const scatterChart = h("div", { class: "chart small", id: "hp-scatter", "data-testid": "hp-scatter" });
   const hparamSelect = h("select", { "data-testid": "scatter-hparam", onchange: (e) => { state.hparam = e.target.value; draw(); } });
   const trialsBox = h("div", {});
+  const paretoChartBox = h("div", { class: "chart", id: "pareto-front", "data-testid": "pareto-front" });
+  const paretoTable = h("div", {});
+  const paretoCard = h("div", { class: "card", hidden: true, "data-testid": "pareto-card" },
+    h("h2", {}, "Pareto front"), paretoChartBox, paretoTable);
   const configBox = h("details", {}, h("summary", {}, "Configuration"));
   let data = null;
 
   replace(main, header, stats,
     h("div", { class: "card" }, h("div", { class: "card-head" }, h("h2", {}, "Learning curves"), metricSelect), curvesChart),
+    paretoCard,
     h("div", { class: "card" }, h("h2", {}, "Trials"), trialsBox),
     h("div", { class: "grid2" },
       h("div", { class: "card" }, h("h2", {}, "Hyperparameters: parallel coordinates"), parcoordsChart),
@@ -55,7 +61,7 @@ export async function experimentPage(main, [id], ctx) {
     h("div", { class: "card" }, configBox));
 
   function draw() {
-    const { experiment, config, trials, training, validation } = data;
+    const { experiment, config, trials, training, validation, pareto } = data;
     const searcher = config.searcher || {};
     const metric = searcher.metric;
     const live = isLive(experiment.state);
@@ -92,6 +98,22 @@ export async function experimentPage(main, [id], ctx) {
     } else {
       curvesChart.dataset.series = "0";
       emptyChart(curvesChart, "No metrics reported yet.");
+    }
+
+    // A multi-objective search: its trials in the plane of the first two objectives, and the
+    // trials on the front with every objective.
+    paretoCard.hidden = pareto.objectives.length < 2;
+    if (!paretoCard.hidden) {
+      const front = pareto.points.filter((p) => p.onFront);
+      paretoChartBox.dataset.front = String(front.length);
+      if (pareto.points.length) paretoChart(paretoChartBox, pareto.points, pareto.objectives);
+      else emptyChart(paretoChartBox, "No trial has validated every objective yet.");
+      const frontColumns = [
+        { key: "id", title: "Trial", cell: (p) => h("a", { href: `#/trials/${p.trialId}` }, `Trial ${p.trialId}`) },
+        ...pareto.objectives.map((o, i) => ({ key: `objective:${i}`, title: `${o.metric} (${o.smallerIsBetter ? "min" : "max"})`, num: true, cell: (p) => fmtNumber(p.values[i]) })),
+        { key: "batches", title: "Batches", num: true, cell: (p) => fmtNumber(p.batches) },
+      ];
+      replace(paretoTable, table(frontColumns, front.map((p) => ({ ...p, id: p.trialId })), { testid: "pareto-trials", empty: "No front yet." }));
     }
 
     // Trials table.
@@ -139,11 +161,12 @@ export async function experimentPage(main, [id], ctx) {
   }
 
   const refresh = async () => {
-    const [{ experiment, config }, { trials }, training, validation] = await Promise.all([
+    const [{ experiment, config }, { trials }, training, validation, pareto] = await Promise.all([
       api.experiment(id), api.trials(id), api.experimentSeries(id, "training"), api.experimentSeries(id, "validation"),
+      api.paretoFront(id),
     ]);
     if (!ctx.alive) return false;
-    data = { experiment, config, trials, training, validation };
+    data = { experiment, config, trials, training, validation, pareto };
     draw();
     return isLive(experiment.state) || trials.some((t) => isLive(t.state));
   };
