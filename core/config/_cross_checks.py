@@ -100,7 +100,7 @@ def _grid(hyperparameters: Any) -> list[tuple[Loc, str]]:
             continue
         hp = _parsed(raw)
         if hp is not None:
-            sizes[str(name)] = len(hp.grid_points())
+            sizes[str(name)] = hp.grid_size()
     if not problems and len(sizes) == len(hyperparameters):
         total = math.prod(sizes.values())
         if total > MAX_GRID_TRIALS:

@@ -38,6 +38,10 @@ class ConstHP(ConfigModel):
     def grid_points(self) -> list[Any]:
         return [self.val]
 
+    def grid_size(self) -> int:
+        """How many points ``grid_points`` gives, without making them."""
+        return 1
+
 
 class _RangeHP(ConfigModel):
     count: PositiveInt | None = None
@@ -58,6 +62,10 @@ class _RangeHP(ConfigModel):
             )
         return self.count
 
+    def grid_size(self) -> int:
+        """How many points ``grid_points`` gives, without making them (a count may be huge)."""
+        return self._require_count()
+
 
 class IntHP(_RangeHP):
     type: Literal["int"]
@@ -67,8 +75,11 @@ class IntHP(_RangeHP):
     def sample(self, rng: random.Random) -> int:
         return rng.randint(self.minval, self.maxval)  # inclusive of maxval
 
+    def grid_size(self) -> int:
+        return min(self._require_count(), self.maxval - self.minval + 1)
+
     def grid_points(self) -> list[int]:
-        count = min(self._require_count(), self.maxval - self.minval + 1)
+        count = self.grid_size()
         if count == 1:
             return [round((self.minval + self.maxval) / 2)]
         step = (self.maxval - self.minval) / (count - 1)
@@ -114,6 +125,9 @@ class CategoricalHP(ConfigModel):
 
     def grid_points(self) -> list[Any]:
         return list(self.vals)
+
+    def grid_size(self) -> int:
+        return len(self.vals)
 
 
 Hyperparameter = Annotated[

@@ -12,6 +12,7 @@ from detlite.config._errors import problems_error
 from detlite.config.length import Length
 
 __all__ = [
+    "MAX_TRIALS",
     "NEEDS_METRIC",
     "REMOVED_SEARCHERS",
     "SEARCHER_NAMES",
@@ -23,10 +24,17 @@ __all__ = [
     "ReplaceFunction",
     "SearcherConfig",
     "SingleConfig",
+    "TrialCount",
     "searcher_rule_problems",
 ]
 
 SEARCHER_NAMES: tuple[str, ...] = ("single", "random", "grid", "adaptive_asha", "pbt")
+
+#: The most trials a search may ask for (``max_trials``, a PBT ``population_size``). Search
+#: methods create up to that many trials in one event (all of them, with no concurrency
+#: limit), so this bounds the work and memory one config can cost the master.
+MAX_TRIALS = 10_000
+TrialCount = Annotated[int, Field(gt=0, le=MAX_TRIALS)]
 # Searchers that Determined deprecated in 0.13.7 and removed in 0.15.0, with what replaces them.
 REMOVED_SEARCHERS: dict[str, str] = {
     "adaptive": "adaptive_asha",
@@ -93,7 +101,7 @@ class SingleConfig(_SearcherBase):
 class RandomConfig(_SearcherBase):
     name: Literal["random"]
     max_length: Length
-    max_trials: PositiveInt
+    max_trials: TrialCount
     max_concurrent_trials: NonNegativeInt = 0
 
 
@@ -106,7 +114,7 @@ class GridConfig(_SearcherBase):
 class AdaptiveASHAConfig(_NeedsMetric):
     name: Literal["adaptive_asha"]
     max_length: Length
-    max_trials: PositiveInt
+    max_trials: TrialCount
     mode: Literal["aggressive", "standard", "conservative"] = "standard"
     divisor: float = Field(default=4.0, gt=1)
     max_rungs: PositiveInt = 5
@@ -126,7 +134,7 @@ class ExploreFunction(ConfigModel):
 
 class PBTConfig(_NeedsMetric):
     name: Literal["pbt"]
-    population_size: PositiveInt
+    population_size: TrialCount
     num_rounds: PositiveInt
     length_per_round: Length
     replace_function: ReplaceFunction

@@ -14,9 +14,17 @@ instance of the model, which pydantic accepts as it is. A
 body that is not JSON, or fails to parse or validate, is answered exactly as FastAPI would
 (a ``RequestValidationError``, the master's 400 naming the field); so is JSON that
 Python will not build (an integer of thousands of digits, or nesting deeper than its
-recursion limit), where FastAPI's own parser gives a 400 too. The thread still shares
-the interpreter's lock, but gives it up every few milliseconds, so the loop keeps
-answering while a large body is checked.
+recursion limit), where FastAPI's own parser gives a 400 too.
+
+What a large body costs while it is parsed is bounded too. The thread shares the
+interpreter's lock, and ``json.loads`` keeps it for its whole run, so the loop waits on a
+big parse; and parsed JSON can take 30 times the memory of its text (a small object is
+hundreds of bytes of Python). So a body over ``BIG_BODY`` is parsed only one at a time in
+the whole master (the others wait their turn, holding their API slot), and is first
+counted, at the speed of ``bytes.count``: more than ``MAX_BODY_CONTAINERS`` objects and
+arrays, or more than ``MAX_BODY_ITEMS`` values (commas), is a 413 before any of it is
+built. Brackets and commas inside strings count too: the only large strings the API takes
+are base64 (contexts, files), which have none.
 """
 
 from __future__ import annotations
@@ -32,12 +40,31 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["INLINE_BODY_MAX", "BodyOffLoopRoute"]
+from detlite.errors import APIError
+
+__all__ = [
+    "BIG_BODY",
+    "INLINE_BODY_MAX",
+    "MAX_BODY_CONTAINERS",
+    "MAX_BODY_ITEMS",
+    "BodyOffLoopRoute",
+]
 
 #: A body up to this size is parsed and validated on the event loop, which costs less than
 #: the hop to a thread and back for a trial's report (a few hundred bytes); 2 KiB packed
 #: with the smallest values holds the loop 1-2 ms at most (measured on a busy machine).
 INLINE_BODY_MAX = 2 * 1024
+
+#: Bodies over this size are counted, then parsed one at a time (see the module docstring).
+BIG_BODY = 1024 * 1024
+#: At most this many objects and arrays in a big body: 100,000 context files as a list of
+#: objects fit twice. Parsed, that many small objects take about 200 MB.
+MAX_BODY_CONTAINERS = 200_000
+#: At most this many values (commas) in a big body: eight million numbers parse to about
+#: 250 MB, eight million short strings to about 450 MB.
+MAX_BODY_ITEMS = 8_000_000
+
+_big_parses = anyio.CapacityLimiter(1)
 
 _Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -109,8 +136,29 @@ class BodyOffLoopRoute(APIRoute):
                 # FastAPI's ``await request.json()`` returns this (Starlette caches it).
                 if len(body) <= INLINE_BODY_MAX:
                     request._json = validated(body)
-                else:
+                elif len(body) <= BIG_BODY:
                     request._json = await anyio.to_thread.run_sync(validated, body)
+                else:
+                    _check_counts(body)
+                    request._json = await anyio.to_thread.run_sync(
+                        validated, body, limiter=_big_parses
+                    )
             return await handler(request)
 
         return parse_then_handle
+
+
+def _check_counts(body: bytes) -> None:
+    """A 413 if a big body holds more objects and arrays, or values, than it may."""
+    containers = body.count(b"{") + body.count(b"[")
+    items = body.count(b",")
+    if containers > MAX_BODY_CONTAINERS:
+        what = f"{containers:,} objects and arrays (at most {MAX_BODY_CONTAINERS:,})"
+    elif items > MAX_BODY_ITEMS:
+        what = f"{items:,} values (at most {MAX_BODY_ITEMS:,})"
+    else:
+        return
+    raise APIError(
+        f"the request body holds {what} in its {len(body):,} bytes: send it in smaller parts",
+        status=413,
+    )

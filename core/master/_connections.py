@@ -4,7 +4,7 @@ uvicorn keeps a connection open until its client sends a complete request head, 
 long that takes: enough clients that connect and say nothing (or send their headers a byte
 at a time) use up the process's file descriptors, and then nobody's connection is accepted,
 health and login included. ``GuardedH11Protocol`` (uvicorn's h11 protocol, which the master
-runs with) adds two rules:
+runs with) adds three rules:
 
 - **A head in time.** A connection must deliver a whole request head within
   ``HEAD_TIMEOUT`` seconds of opening, or of its previous answer (keep-alive); otherwise it
@@ -14,6 +14,8 @@ runs with) adds two rules:
   connection beyond that closes the one that has waited longest for a head; a connection in
   the middle of a request is never closed for this. When every connection is busy, the new
   one is closed instead.
+- **A head of bounded size.** A head over ``MAX_HEADER_BYTES`` gets a 400 and the connection
+  is closed, however it arrives: h11 bounds only a head that is still incomplete.
 
 ``raise_descriptor_limit()`` lifts the soft limit to the hard one at start, so the cap is as
 high as the host allows.
@@ -27,6 +29,8 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from detlite.master._limits import MAX_HEADER_BYTES
 
 __all__ = [
     "HEAD_TIMEOUT",
@@ -68,6 +72,9 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._waiting_since = 0.0  # when it started waiting for a head
+        # The head so far: its bytes, and the last 3 (its end may straddle two chunks).
+        self._head_bytes = 0
+        self._head_tail = b""
 
     # -- waiting for a head ---------------------------------------------------------------
 
@@ -76,6 +83,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _arm(self) -> None:
         self._disarm()
+        self._head_bytes, self._head_tail = 0, b""
         self._waiting_since = self.loop.time()
         self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_late)
 
@@ -97,9 +105,31 @@ class GuardedH11Protocol(H11Protocol):
         self._make_room()
 
     def data_received(self, data: bytes) -> None:
+        if self._awaiting_head() and self._head_too_long(data):
+            return
         super().data_received(data)
         if not self._awaiting_head():
             self._disarm()  # the head is in: the request is the app's now
+
+    def _head_too_long(self, data: bytes) -> bool:
+        """Whether the head, with ``data``, is over ``MAX_HEADER_BYTES``; if so it is
+        refused (400) and the connection closed. h11 bounds only a head that is still
+        incomplete, so a long one that arrives whole would otherwise pass."""
+        window = self._head_tail + data
+        end = window.find(b"\r\n\r\n")
+        length = self._head_bytes + (len(data) if end < 0 else end + 4 - len(self._head_tail))
+        if length <= MAX_HEADER_BYTES:
+            self._head_bytes += len(data)
+            self._head_tail = window[-3:]
+            return False
+        self._disarm()
+        reason = f"request head over {MAX_HEADER_BYTES} bytes".encode()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(reason), reason)
+        )
+        self.transport.close()
+        return True
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

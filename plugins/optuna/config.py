@@ -18,6 +18,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_
 from detlite.config._base import ConfigModel
 from detlite.config._errors import Loc, did_you_mean, problems_error, show
 from detlite.config.length import Length
+from detlite.config.searcher import TrialCount
 from detlite.optuna.plugin import INSTALL
 
 __all__ = ["SAMPLERS", "ObjectiveConfig", "OptunaConfig", "sampler_class", "sampler_problems"]
@@ -67,7 +68,7 @@ class OptunaConfig(ConfigModel):
     metric: str
     smaller_is_better: bool = True
     max_length: Length
-    max_trials: PositiveInt
+    max_trials: TrialCount
     # Bayesian samplers learn from finished trials: a few at a time, not all at once (0).
     max_concurrent_trials: NonNegativeInt = 4
     sampler: SamplerName = "tpe"

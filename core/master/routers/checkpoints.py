@@ -49,7 +49,7 @@ from detlite.master.queries import checkpoints as queries
 from detlite.master.queries.checkpoints import CheckpointSortBy, TrialCheckpointSortBy
 from detlite.master.routers.experiments import ExperimentId
 from detlite.master.routers.trials import TrialId
-from detlite.master.schemas._values import Limit, Offset
+from detlite.master.schemas._values import MAX_QUERY_ITEMS, Limit, Offset
 from detlite.master.schemas.checkpoints import (
     CheckpointResponse,
     GetCheckpointsResponse,
@@ -66,7 +66,7 @@ __all__ = ["router"]
 
 router = APIRouter(route_class=BodyOffLoopRoute, tags=["checkpoints"])
 
-_StateList = Annotated[list[str], Query()]
+_StateList = Annotated[list[str], Query(max_length=MAX_QUERY_ITEMS)]
 
 
 def _parse_states(values: list[str], field: str) -> list[CheckpointState]:

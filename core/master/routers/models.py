@@ -26,7 +26,7 @@ from detlite.errors import APIError
 from detlite.master._bodies import BodyOffLoopRoute
 from detlite.master.deps import CurrentUser, DbSession
 from detlite.master.queries import models as queries
-from detlite.master.schemas._values import PathText
+from detlite.master.schemas._values import MAX_QUERY_ITEMS, PathText, QueryItem
 from detlite.master.schemas.common import OrderBy, parse_enum
 from detlite.master.schemas.models import (
     DeleteModelResponse,
@@ -82,7 +82,10 @@ def get_models(
     order_by: EnumParam = "0",
     name: Filter = "",
     description: Filter = "",
-    labels: Annotated[list[str] | None, Query(description="models with all of these")] = None,
+    labels: Annotated[
+        list[QueryItem] | None,
+        Query(max_length=MAX_QUERY_ITEMS, description="models with all of these"),
+    ] = None,
     offset: Offset = 0,
     limit: Limit = 0,
 ) -> GetModelsResponse:

@@ -23,7 +23,7 @@ from detlite.master.routers.experiments import (
     parse_order_by,
     parse_states,
 )
-from detlite.master.schemas._values import Limit, Offset
+from detlite.master.schemas._values import MAX_QUERY_ITEMS, Limit, Offset
 from detlite.master.schemas.common import parse_enum
 from detlite.master.schemas.metrics import INT32_MAX
 from detlite.master.schemas.trials import GetTrialsResponse, TrialResponse
@@ -43,7 +43,7 @@ def get_experiment_trials(
     order_by: str = "ORDER_BY_UNSPECIFIED",
     offset: Offset = 0,
     limit: Limit = 0,
-    states: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
+    states: Annotated[list[str], Query(max_length=MAX_QUERY_ITEMS)] = [],  # noqa: B006 - FastAPI copies defaults
 ) -> GetTrialsResponse:
     experiment = experiment_queries.get_experiment(db, experiment_id)
     try:
