@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,25 @@ def hyperparameters() -> dict[str, Any]:
     hparams["lr"] = {"type": "log", "minval": -2.5, "maxval": -0.5}
     hparams["momentum"] = {"type": "double", "minval": 0.0, "maxval": 0.9}
     return hparams
+
+
+def run_to_the_end(tmp_path: Path, cfg: dict[str, Any]) -> tuple[Any, Any]:
+    """An experiment of ``cfg`` run to COMPLETED on the embedded master, and that master."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    ref = create(LinearTrial, cfg, local=True, context_dir=str(ctx))
+    assert ref.get_state() is ExperimentState.COMPLETED
+    embedded = current_embedded_master()
+    assert embedded is not None
+    return ref, embedded
+
+
+@contextmanager
+def signed_in(url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url) as api:
+        login = api.post("/api/v1/auth/login", json={"username": "determined"})
+        api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        yield api
 
 
 def searcher_state(db_url: str, exp_id: int) -> dict[str, Any]:
@@ -86,15 +106,8 @@ def test_search_on_the_embedded_master(tmp_path: Path, early_stopping: str) -> N
         "divisor": 2,
         "sampler_options": {"n_startup_trials": 2},
     }
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    ref = create(LinearTrial, cfg, local=True, context_dir=str(ctx))
-    assert ref.get_state() is ExperimentState.COMPLETED
-    embedded = current_embedded_master()
-    assert embedded is not None
-    with httpx.Client(base_url=embedded.url) as api:
-        login = api.post("/api/v1/auth/login", json={"username": "determined"})
-        api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+    ref, embedded = run_to_the_end(tmp_path, cfg)
+    with signed_in(embedded.url) as api:
         trials = e2e.trials_of(api, ref.id)
         validations = {t["requestId"]: validation_losses(api, t["id"]) for t in trials}
     assert len(trials) == 6
@@ -120,22 +133,15 @@ def test_a_two_objective_search_and_its_pareto_front(tmp_path: Path) -> None:
         "max_length": {"batches": 4},
         "max_concurrent_trials": 2,
     }
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    ref = create(LinearTrial, cfg, local=True, context_dir=str(ctx))
-    assert ref.get_state() is ExperimentState.COMPLETED
-    embedded = current_embedded_master()
-    assert embedded is not None
-    with httpx.Client(base_url=embedded.url) as api:
-        login = api.post("/api/v1/auth/login", json={"username": "determined"})
-        api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+    ref, embedded = run_to_the_end(tmp_path, cfg)
+    single, _ = run_to_the_end(tmp_path, linear_config())
+    with signed_in(embedded.url) as api:
         finals = {
             t["requestId"]: e2e.metrics(api, t["id"], "validation")[-1][1]
             for t in e2e.trials_of(api, ref.id)
         }
         ids = {t["requestId"]: t["id"] for t in e2e.trials_of(api, ref.id)}
         pareto = api.get(f"/api/v1/ui/experiments/{ref.id}/pareto").json()
-        single = create(LinearTrial, linear_config(), local=True, context_dir=str(ctx))
         assert api.get(f"/api/v1/ui/experiments/{single.id}/pareto").json() == {
             "objectives": [],
             "points": [],
