@@ -47,7 +47,11 @@ and dropped afterwards; when it cannot be reached the script says why and goes o
 SQLite.
 
     python bench/load.py [--workers 100] [--seconds 60] [--databases sqlite,postgres]
-        [--peers mlflow|none] [--rounds 1] [--mlflow-workers 1] [--json]
+        [--peers mlflow|none] [--rounds 1] [--mlflow-workers 1] [--master-workers 1] [--json]
+
+``--master-workers N`` adds, on PostgreSQL, a master of N API processes (``detlite master
+--workers N``: a supervisor and N uvicorn processes on one socket) to each round, printed
+as ``detlite xN`` beside the one-process master.
 """
 
 from __future__ import annotations
@@ -104,7 +108,11 @@ import json, sys
 import uvicorn
 from detlite.master import Settings, create_app
 settings = Settings(**json.loads(sys.argv[1]))
-uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
+if settings.workers > 1:  # detlite master --workers N: a supervisor and N API processes
+    from detlite.master.server import serve
+    serve(settings, log_level="warning", on_ready=lambda url: None)
+else:
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
 """
 
 # A worker's request for step n: path, headers, body.
@@ -192,14 +200,16 @@ def _server(
 
 
 @contextmanager
-def master_process(db_url: str, work: Path) -> Iterator[str]:
-    """A master (scheduler off) in a subprocess on a free port; yields its URL."""
+def master_process(db_url: str, work: Path, workers: int = 1) -> Iterator[str]:
+    """A master (scheduler off; ``workers`` API processes) in a subprocess on a free port;
+    yields its URL."""
     port = free_port()
     settings = {
         "db_url": db_url,
         "port": port,
         "storage_path": str(work / "checkpoints"),
         "scheduler": False,
+        "workers": workers,
     }
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-c", _SERVE, json.dumps(settings)]
@@ -475,9 +485,9 @@ def _postgres_problem(pg_url: str) -> str | None:
 
 
 def _load_detlite(
-    db_url: str, work: Path, workers: int, seconds: float
+    db_url: str, work: Path, workers: int, seconds: float, processes: int = 1
 ) -> tuple[list[WorkerLog], dict[int | str, set[int]]]:
-    with master_process(db_url, work) as url:
+    with master_process(db_url, work, processes) as url:
         trial_ids = make_trials(db_url, workers)
         headers = {"Authorization": f"Bearer {_login(url)}", **_JSON}
         requests: dict[int | str, RequestFor] = {
@@ -502,12 +512,16 @@ def _load_mlflow(
 
 
 def measure(target: str, kind: str, args: argparse.Namespace) -> LoadResult:
-    """One target (``detlite`` or ``mlflow``) on a fresh database of ``kind``."""
+    """One target (``detlite``, ``detlite xN``: N API processes, or ``mlflow``) on a fresh
+    database of ``kind``."""
     with tempfile.TemporaryDirectory(prefix=f"detlite-load-{target}-") as tmp:
         work = Path(tmp)
         with _database(kind, work, args.postgres_url) as db_url:
             if target == "detlite":
                 logs, stored = _load_detlite(db_url, work, args.workers, args.seconds)
+            elif target.startswith("detlite x"):
+                processes = int(target.removeprefix("detlite x"))
+                logs, stored = _load_detlite(db_url, work, args.workers, args.seconds, processes)
             else:
                 logs, stored = _load_mlflow(
                     db_url, work, args.workers, args.seconds, args.mlflow_workers
@@ -550,6 +564,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=1, help="turns per database (1)")
     parser.add_argument("--mlflow-workers", type=int, default=1, help="MLflow's server (1)")
+    parser.add_argument(
+        "--master-workers",
+        type=int,
+        default=1,
+        help="on PostgreSQL, also a master of this many API processes (detlite master "
+        "--workers), in the same rounds (1: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     args.peers = choose_peers(parser, args.peers)
@@ -560,13 +581,18 @@ def main(argv: list[str] | None = None) -> int:
     if "postgres" in kinds and (problem := _postgres_problem(args.postgres_url)):
         print(f"skipping postgres: {problem}", file=sys.stderr)
         kinds.remove("postgres")
-    targets = ["detlite"] + (["mlflow"] if args.peers == "mlflow" else [])
     results: list[LoadResult] = []
     for kind in kinds:
+        targets = ["detlite"] + (["mlflow"] if args.peers == "mlflow" else [])
+        if kind == "postgres" and args.master_workers > 1:
+            targets.insert(1, f"detlite x{args.master_workers}")
         for round_ in range(args.rounds):
             # Reversed every other round, so that neither server always goes first.
             order = targets if round_ % 2 == 0 else targets[::-1]
             measured = {target: measure(target, kind, args) for target in order}
+            for target, other in measured.items():
+                if target.startswith("detlite x"):
+                    results.append(other)
             ours = measured["detlite"]
             if (peer := measured.get("mlflow")) is not None:
                 ours.peer = peer

@@ -87,6 +87,14 @@ __all__ = ["master_command"]
     help="Slots for trials [default: one per GPU found, else one per CPU core]",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="API processes. More than one needs PostgreSQL; one of them, elected through the "
+    "database, runs the scheduler, and another takes over if it dies.",
+)
+@click.option(
     "--resource-manager",
     default="local",
     show_default=True,
@@ -123,6 +131,7 @@ def master_command(
     allow_s3: tuple[str, ...],
     token_ttl_hours: float,
     slots: int | None,
+    workers: int,
     resource_manager: str,
     ray_address: str | None,
     ray_connect_timeout: float | None,
@@ -144,6 +153,7 @@ def master_command(
         "port": ("port", port),
         "token_ttl": ("token_ttl_hours", dt.timedelta(hours=token_ttl_hours)),
         "slots": ("slots", slots),
+        "workers": ("workers", workers),
         "resource_manager": ("resource_manager", resource_manager),
     }
     for key, (param, value) in flags.items():

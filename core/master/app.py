@@ -30,11 +30,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from detlite import __version__
 from detlite.interfaces import ResourceManager
 from detlite.master import db
+from detlite.master._auth_cache import TokenCache
 from detlite.master._headers import SecurityHeaders
 from detlite.master._ingest import GroupCommit
 from detlite.master._limits import Admission
 from detlite.master.deps import MasterState, require_token
 from detlite.master.errors import install_error_handlers, openapi_error_responses
+from detlite.master.leader import serialize_transactions
 from detlite.master.routers import ROUTERS, ui, ui_api
 from detlite.master.scheduler import Scheduler
 from detlite.master.settings import Settings
@@ -80,8 +82,17 @@ def create_app(
             )
             maker = db.make_sessionmaker(engine)
             ingest = GroupCommit(maker)
-            app.state.master = MasterState(settings, engine, maker, ingest)
-            scheduler = Scheduler(settings, maker, resource_manager)
+            scheduler_maker = maker
+            tokens = TokenCache()
+            if settings.workers > 1:
+                # One of several processes (detlite.master.leader): scheduler changes are
+                # serialized in the database, and a token check is never kept, since another
+                # process may revoke it at any moment.
+                scheduler_maker = db.make_sessionmaker(engine)
+                serialize_transactions(scheduler_maker)
+                tokens = TokenCache(max_entries=0)
+            app.state.master = MasterState(settings, engine, maker, ingest, tokens)
+            scheduler = Scheduler(settings, scheduler_maker, resource_manager)
             app.state.scheduler = scheduler
             if settings.scheduler:
                 await anyio.to_thread.run_sync(scheduler.start)

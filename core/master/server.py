@@ -21,10 +21,14 @@ take every file descriptor. Bodies are capped and timed in the app
 from __future__ import annotations
 
 import copy
+import logging
 import logging.config
+import multiprocessing
+import multiprocessing.process
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +49,8 @@ from detlite.master.settings import Settings
 __all__ = ["KEEP_ALIVE_TIMEOUT", "prepare_database", "serve"]
 
 KEEP_ALIVE_TIMEOUT = 5  # seconds; uvicorn's default, stated
+
+logger = logging.getLogger("detlite.master.server")
 
 
 def prepare_database(settings: Settings) -> None:
@@ -112,6 +118,9 @@ def _serve(
         # now, so that SIGTERM also ends a master still connecting to its resource manager.
         signal.signal(signal.SIGTERM, _interrupt)
     logging.config.dictConfig(_log_config(log_level))  # what the connection attempt logs
+    if settings.workers > 1:
+        _supervise(settings, log_level, on_ready)
+        return
     try:
         rm = build_resource_manager(settings) if settings.scheduler else None
     except KeyboardInterrupt:
@@ -135,17 +144,7 @@ def _run(
         on_ready(url)
 
     raise_descriptor_limit()
-    config = uvicorn.Config(
-        create_app(settings, resource_manager=rm),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        log_config=_log_config(log_level),
-        lifespan="on",
-        http=GuardedH11Protocol,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
-    )
+    config = _uvicorn_config(create_app(settings, resource_manager=rm), settings, log_level)
     server = _Server(config, ready)
     try:
         server.run()
@@ -157,3 +156,65 @@ def _run(
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _uvicorn_config(app: Any, settings: Settings, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        log_config=_log_config(log_level),
+        lifespan="on",
+        http=GuardedH11Protocol,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+    )
+
+
+def _supervise(settings: Settings, log_level: str, on_ready: Callable[[str], None]) -> None:
+    """``settings.workers`` API processes on one listening socket, each started again if it
+    dies; the scheduler's leader is elected among them (``detlite.master.leader``)."""
+    sock = _uvicorn_config(None, settings, log_level).bind_socket()
+    settings = settings.model_copy(update={"port": sock.getsockname()[1]})  # port 0 chosen
+    spawn = multiprocessing.get_context("spawn")
+
+    def start() -> multiprocessing.process.BaseProcess:
+        process = spawn.Process(
+            target=_api_process, args=(settings, sock, log_level), name="detlite-api"
+        )
+        process.start()
+        return process
+
+    processes = [start() for _ in range(settings.workers)]
+    logger.info("%d API processes: %s", len(processes), ", ".join(str(p.pid) for p in processes))
+    on_ready(settings.url)
+    try:
+        while True:
+            time.sleep(0.5)
+            for i, process in enumerate(processes):
+                if not process.is_alive():
+                    logger.warning(
+                        "API process %d ended (exit code %s); starting another",
+                        process.pid,
+                        process.exitcode,
+                    )
+                    processes[i] = start()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()  # SIGTERM: each stops gracefully, its workers first
+        deadline = time.monotonic() + settings.stop_grace + 30
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+    finally:
+        sock.close()
+
+
+def _api_process(settings: Settings, sock: socket.socket, log_level: str) -> None:
+    """One of the supervised API processes (a spawned child): the whole app on ``sock``."""
+    raise_descriptor_limit()
+    logging.config.dictConfig(_log_config(log_level))
+    config = _uvicorn_config(create_app(settings), settings, log_level)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -22,6 +22,11 @@ seconds. ``warm_start`` (default on) has a manager that takes it (``local``) sta
 warm parent with the master, which forks each experiment's first trial workers
 (``detlite.resources.local``).
 
+Several API processes (``workers`` > 1, PostgreSQL only; ``detlite.master.leader``): each
+serves the whole API, exactly one (the leader, elected through a PostgreSQL advisory lock)
+runs the scheduler's ticks and the resource manager, and another takes over within seconds
+when it dies.
+
 A master on a Ray cluster (``detlite master`` checks before it starts):
 ``worker_address_problem`` says why workers on the cluster's nodes could not reach the
 master -- the address they would be told is unspecified (``0.0.0.0``, ``::``), or loopback
@@ -102,6 +107,9 @@ class Settings(BaseModel):
     s3_locations: tuple[S3Location, ...] = Field(
         default=(), description="S3 buckets (with their endpoints) experiments may use"
     )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="API processes (more than one: PostgreSQL only)"
+    )
 
     @field_validator("master_url")
     @classmethod
@@ -119,6 +127,15 @@ class Settings(BaseModel):
                 "workers reach this master at, e.g. http://10.0.0.4:8080"
             )
         return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _workers_need_postgres(self) -> Settings:
+        if self.workers > 1 and not self.db_url.startswith("postgresql"):
+            raise ValueError(
+                f"workers: {self.workers} API processes need PostgreSQL (a postgresql:// "
+                "database URL); a SQLite database is served by one process"
+            )
+        return self
 
     @field_validator("storage_roots")
     @classmethod

@@ -113,9 +113,10 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 180.0) -> Any
 class MasterProcess:
     """``detlite master`` on a fixed port and database, which a test can SIGKILL and restart."""
 
-    def __init__(self, db_url: str, work: Path) -> None:
+    def __init__(self, db_url: str, work: Path, extra: tuple[str, ...] = ()) -> None:
         self.db_url = db_url
         self.work = work
+        self.extra = list(extra)  # more ``detlite master`` options
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -127,7 +128,7 @@ class MasterProcess:
         command = [sys.executable, "-m", "detlite", "master", "--port", str(self.port)]
         command += ["--db", self.db_url, "--storage", str(self.work / "checkpoints")]
         command += ["--allow-shared-fs", str(self.work / "storage")]  # the experiment's storage
-        command += ["--slots", "2"]
+        command += ["--slots", "2", *self.extra]
         env = {**os.environ, "XDG_DATA_HOME": str(self.work / "xdg")}
         self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -40,6 +40,11 @@ A tick:
 Recovery at start: allocations recorded by a previous master process are cleared, their
 surviving workers killed (``recovery``), and their trials launched again from their latest
 checkpoints without counting a restart (the failure was the master's, not theirs).
+
+With several API processes (``settings.workers``), each has a ``Scheduler`` that answers the
+worker protocol, but only the leader (``detlite.master.leader``) ticks, owns the resource
+manager and recovers, once it is elected; the others' ``wake`` has no one to wake, and the
+leader's tick (every ``scheduler_tick``) sees their events instead.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ from detlite.config import ExperimentConfig
 from detlite.errors import APIError, Conflict, DetliteError, PluginError
 from detlite.interfaces import ResourceManager, WorkerSpec
 from detlite.master import gc
+from detlite.master.leader import Leadership
 from detlite.master.orm import Experiment, Trial, TrialLog, User, utcnow
 from detlite.master.queries import checkpoints as checkpoint_queries
 from detlite.master.queries import experiments as experiment_queries
@@ -139,6 +145,7 @@ class Scheduler:
         self._killed: set[str] = set()
         self._configs: dict[int, ExperimentConfig] = {}
         self._live_experiments: set[int] = set()
+        self._leadership: Leadership | None = None
         self.url: str | None = settings.master_url or (settings.url if settings.port else None)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -152,6 +159,15 @@ class Scheduler:
     def start(self) -> None:
         # The default checkpoint storage (filled into configs without one) must exist.
         self.settings.storage_path.mkdir(parents=True, exist_ok=True)
+        if self.settings.workers > 1:
+            # One of several API processes: this one ticks once it leads (detlite.master.leader).
+            self._leadership = Leadership(self.sessionmaker.kw["bind"], self._lead)
+            self._leadership.start()
+            return
+        self._lead()
+
+    def _lead(self) -> None:
+        """Build the resource manager, recover, and start ticking."""
         if self.rm is None:
             self.rm = self._build_resource_manager()
         # Event-driven: a worker that exits wakes the scheduler, so the slot it freed goes
@@ -168,7 +184,15 @@ class Scheduler:
         return build_resource_manager(self.settings)
 
     def stop(self) -> None:
-        """Preempt every worker group, wait for them up to ``stop_grace``, stop the thread."""
+        """Preempt every worker group, wait for them up to ``stop_grace``, stop the thread;
+        then give up the lead, if this process had it."""
+        try:
+            self._stop_ticking()
+        finally:
+            if self._leadership is not None:
+                self._leadership.stop()
+
+    def _stop_ticking(self) -> None:
         if self._thread is None:
             return
         self._stopping = True
