@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -12,16 +13,19 @@ from detlite.config._errors import problems_error
 from detlite.config.length import Length
 
 __all__ = [
+    "MAX_RUNGS",
     "MAX_TRIALS",
     "NEEDS_METRIC",
     "REMOVED_SEARCHERS",
     "SEARCHER_NAMES",
     "AdaptiveASHAConfig",
+    "Divisor",
     "ExploreFunction",
     "GridConfig",
     "PBTConfig",
     "RandomConfig",
     "ReplaceFunction",
+    "RungCount",
     "SearcherConfig",
     "SingleConfig",
     "TrialCount",
@@ -35,6 +39,11 @@ SEARCHER_NAMES: tuple[str, ...] = ("single", "random", "grid", "adaptive_asha", 
 #: limit), so this bounds the work and memory one config can cost the master.
 MAX_TRIALS = 10_000
 TrialCount = Annotated[int, Field(gt=0, le=MAX_TRIALS)]
+#: The most rungs an ASHA bracket may have (``max_rungs``, each of ``bracket_rungs``), and
+#: the most brackets: rung lists are built from them.
+MAX_RUNGS = 32
+RungCount = Annotated[int, Field(gt=0, le=MAX_RUNGS)]
+Divisor = Annotated[float, Field(gt=1, allow_inf_nan=False)]
 # Searchers that Determined deprecated in 0.13.7 and removed in 0.15.0, with what replaces them.
 REMOVED_SEARCHERS: dict[str, str] = {
     "adaptive": "adaptive_asha",
@@ -116,11 +125,23 @@ class AdaptiveASHAConfig(_NeedsMetric):
     max_length: Length
     max_trials: TrialCount
     mode: Literal["aggressive", "standard", "conservative"] = "standard"
-    divisor: float = Field(default=4.0, gt=1)
-    max_rungs: PositiveInt = 5
-    bracket_rungs: list[PositiveInt] = Field(default_factory=list)
+    divisor: Divisor = 4.0
+    max_rungs: RungCount = 5
+    bracket_rungs: list[RungCount] = Field(default_factory=list, max_length=MAX_RUNGS)
     max_concurrent_trials: NonNegativeInt = 0
     stop_once: bool = False
+
+    @model_validator(mode="after")
+    def _brackets_fill(self) -> AdaptiveASHAConfig:
+        # A bracket of n rungs weighs divisor ** (n - 1) trials: past 2**53 it is no number.
+        most = max(self.bracket_rungs, default=1)
+        if (most - 1) * math.log2(self.divisor) > 53:
+            message = (
+                f"a bracket of {most} rungs would need divisor ** {most - 1} trials, past "
+                "2**53: use fewer rungs or a smaller divisor"
+            )
+            raise problems_error(type(self).__name__, [(("bracket_rungs",), message)])
+        return self
 
 
 class ReplaceFunction(ConfigModel):

@@ -23,6 +23,7 @@ Two places differ from Determined on purpose:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -49,10 +50,17 @@ __all__ = [
 
 
 def floor_log(value: float, base: float) -> int:
-    """``floor(log_base(value))`` for ``value >= 1`` without rounding error; 0 below 1."""
+    """``floor(log_base(value))`` for ``value >= 1`` without rounding error; 0 below 1.
+
+    The quotient of logarithms is within one of the answer; powers settle it. A base just
+    above 1 makes the answer huge (a loop counting up to it would never end)."""
     if base <= 1:
         raise ValueError(f"logarithm base must be > 1, got {base}")
-    exponent = 0
+    if value < base:
+        return 0
+    exponent = max(0, int(math.log(value) / math.log(base)))
+    while exponent > 0 and base**exponent > value:
+        exponent -= 1
     while base ** (exponent + 1) <= value:
         exponent += 1
     return exponent

@@ -13,12 +13,12 @@ import inspect
 import warnings
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, field_validator, model_validator
 
 from detlite.config._base import ConfigModel
 from detlite.config._errors import Loc, did_you_mean, problems_error, show
 from detlite.config.length import Length
-from detlite.config.searcher import TrialCount
+from detlite.config.searcher import Divisor, RungCount, TrialCount
 from detlite.optuna.plugin import INSTALL
 
 __all__ = ["SAMPLERS", "ObjectiveConfig", "OptunaConfig", "sampler_class", "sampler_problems"]
@@ -75,8 +75,8 @@ class OptunaConfig(ConfigModel):
     sampler_options: dict[str, Any] = Field(default_factory=dict)
     sampler_seed: int | None = None  # None: the experiment seed
     early_stopping: Literal["none", "asha", "median"] = "none"
-    divisor: float = Field(default=4.0, gt=1)
-    max_rungs: PositiveInt = 5
+    divisor: Divisor = 4.0
+    max_rungs: RungCount = 5
     more_objectives: list[ObjectiveConfig] = Field(default_factory=list, max_length=16)
 
     @field_validator("metric", mode="before")

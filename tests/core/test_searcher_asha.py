@@ -391,3 +391,12 @@ def test_asha_matches_random_search_on_a_third_of_the_budget(
     print(report)
     assert asha_result.best_metric <= random_result.best_metric + 1e-9, report
     assert ratio <= 1 / 3, report
+
+
+@pytest.mark.parametrize("base", [1.000000000001, 1.0001, 1.5, 2, 4, 10, 1e300])
+@pytest.mark.parametrize("value", [1, 3, 4, 1000, 10_000, 2**53])
+def test_floor_log_is_exact_for_any_base(base: float, value: int) -> None:
+    # A base just above 1 gives an exponent in the trillions: counting up to it never ended.
+    exponent = floor_log(value, base)
+    assert exponent == 0 or base**exponent <= value
+    assert base ** (exponent + 1) > value

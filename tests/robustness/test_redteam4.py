@@ -16,6 +16,17 @@ failed on the code before its fix:
   bodies are parsed one at a time.
 - **Long heads in one piece.** The 16 KiB cap on a request head held only for a head that
   arrived in parts (h11 bounds incomplete ones); 100 KB sent at once was served.
+
+A fifth pass, on the fixed code, found the ASHA arithmetic open to the same abuse:
+
+- ``adaptive_asha`` with ``divisor: 1.000000000001`` and a long ``max_length`` had the
+  scheduler count ``floor_log`` up to 3.7e13, for ever and again after a restart, with
+  nobody's trials launched meanwhile. The logarithm is now found in constant time, and
+  ``max_rungs`` and ``bracket_rungs`` (values and length) stop at 32.
+- ``bracket_rungs`` of 20,000 entries cost 14.5 s of quadratic work; ``[2000]`` with divisor
+  2 overflowed once the experiment ran (it then failed). A bracket's weight
+  ``divisor ** (rungs - 1)`` must stay within 2**53, and the search method is built when the
+  experiment is created, so that what it cannot start from is a 400.
 """
 
 from __future__ import annotations
@@ -29,11 +40,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from detlite.config.searcher import MAX_TRIALS
+from detlite.config.searcher import MAX_RUNGS, MAX_TRIALS
 from detlite.master._bodies import MAX_BODY_CONTAINERS, MAX_BODY_ITEMS
 from detlite.master._limits import MAX_HEADER_BYTES
 from detlite.master.orm import Experiment
 from detlite.master.schemas._values import MAX_QUERY_ITEMS
+from detlite.searcher import AdaptiveASHASearch
 from detlite.testing.fake import linear_config
 from tests.master.conftest import LiveMaster, assert_error
 from tests.master.test_experiments import make_user
@@ -172,3 +184,54 @@ def test_a_long_head_in_one_piece_is_refused(database_url: str, tmp_path: Path) 
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"max_rungs": 2**53}, "searcher.max_rungs", f"expected an integer <= {MAX_RUNGS}"),
+        ({"bracket_rungs": [1] * 20_000}, "searcher.bracket_rungs", "at most 32 items"),
+        ({"bracket_rungs": [2000]}, "searcher.bracket_rungs.0", "expected an integer <= 32"),
+        ({"bracket_rungs": [32], "divisor": 4}, "searcher.bracket_rungs", "past 2**53"),
+    ],
+)
+def test_asha_arithmetic_is_bounded_by_the_config(
+    master: LiveMaster, fields: dict[str, Any], field: str, message: str
+) -> None:
+    config = linear_config()
+    config["searcher"] = searcher("adaptive_asha", max_trials=16, **fields)
+    with master.client(make_user(master, "mallory")) as mallory:
+        response = mallory.post("/api/v1/experiments", json={"config": config})
+        (detail,) = assert_error(response, 400, "invalid experiment config")["details"]
+        assert detail["field"] == field and message in detail["message"], detail
+
+
+def test_a_divisor_just_above_one_costs_no_more_than_any_other(master: LiveMaster) -> None:
+    # 3.7e13 rungs' worth of counting before; now the search is built (and refused or
+    # accepted) as fast as any.
+    config = linear_config()
+    config["searcher"] = searcher(
+        "adaptive_asha",
+        max_trials=MAX_TRIALS,
+        divisor=1.000000000001,
+        max_length={"batches": 2**53},
+    )
+    with master.client(make_user(master, "mallory")) as mallory:
+        body = {"config": config, "validateOnly": True}
+        assert mallory.post("/api/v1/experiments", json=body, timeout=60).status_code == 200
+
+
+def test_a_search_that_cannot_start_is_refused_at_creation(
+    master: LiveMaster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def overflow(self: Any, config: Any) -> None:
+        raise OverflowError(34, "Numerical result out of range")
+
+    monkeypatch.setattr(AdaptiveASHASearch, "__init__", overflow)  # the master is in-process
+    config = linear_config()
+    config["searcher"] = searcher("adaptive_asha", max_trials=16)
+    with master.client(make_user(master, "mallory")) as mallory:
+        before = experiments_stored(master)
+        response = mallory.post("/api/v1/experiments", json={"config": config})
+        assert_error(response, 400, "searcher: the search cannot start from this config")
+        assert experiments_stored(master) == before

@@ -45,6 +45,7 @@ from detlite.errors import (
     DetliteError,
     InvalidExperiment,
     InvalidExperimentConfig,
+    SearcherError,
     StorageNotAllowed,
 )
 from detlite.master import context_archive, gc
@@ -133,6 +134,17 @@ def _load_config(config: str | dict[str, Any]) -> ExperimentConfig:
     return get_plugins().load_config(data)
 
 
+def _check_search_starts(config: ExperimentConfig) -> None:
+    """Build the search method now, so that a config it cannot start from (numbers that
+    overflow its arithmetic) is a 400 here, not a failed experiment later."""
+    try:
+        get_plugins().make_search_method(config)
+    except (ArithmeticError, ValueError, SearcherError) as exc:
+        raise InvalidExperiment(
+            f"searcher: the search cannot start from this config: {exc}"
+        ) from None
+
+
 def _b64decode(text: str, what: str) -> bytes:
     limit = context_archive.MAX_CONTEXT_SIZE
     if len(text) // 4 * 3 > limit + 3:
@@ -197,6 +209,7 @@ def create_experiment(
         raise InvalidExperiment(
             f"checkpoint_storage.host_path cannot be used on the master's host: {exc.strerror}"
         ) from None
+    _check_search_starts(config)
     archive = _context_of(body)
     native = config.internal.native if config.internal is not None else None
     given = body.model_definition is not None or body.context_archive is not None
