@@ -486,6 +486,10 @@ def test_priority_and_slots(sqlite_url: str, tmp_path: Path) -> None:
         act(master, high, "activate")
         time.sleep(0.3)
         assert len(master.rm.running()) == 1  # both slots are held
+        # With every slot held no queued trial is read, but one too wide still ends at once.
+        wider = create(master, {**act_config, "resources": {"slots_per_trial": 4}}, activate=False)
+        act(master, wider, "activate")
+        wait_for("ERROR (4 slots of 2, none free)", lambda: state(master, wider) == "ERROR")
         group.code = -9  # a failure frees both slots; priority 10 < 42 (unset) < 50
         groups = launched(master, 2)
         exp_of = {t["id"]: e for e in (low, high, two) for t in trials(master, e)}
