@@ -5,7 +5,8 @@ The trial below is written in Determined 0.15's style: its data methods are anno
 ``InputData`` (evaluated when the class is defined: no ``from __future__ import
 annotations``), its training data is a tf.keras-era ``Sequence`` (no ``super().__init__``
 call) wrapped in a ``SequenceAdapter`` with loading options, its validation data a pair of
-``ArrayLike``. It must define, and pass local test mode.
+``ArrayLike``. It must define, pass local test mode, run a search on the embedded master
+(worker processes), and load from its best checkpoint as a ``keras.Model``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import keras
 import numpy as np
 import pytest
 
+from detlite.api import ExperimentState
 from detlite.context import import_entrypoint
 from detlite.experimental import create
+from detlite.experimental._embedded import stop_embedded_master
 from detlite.keras import InputData, SequenceAdapter
 from detlite.keras._data import as_training_data
 from tests.examples import write_context
@@ -83,6 +86,29 @@ def test_an_annotated_trial_defines_and_passes_test_mode(context_dir: Path) -> N
     result = create(trial, config, local=True, test=True, context_dir=str(context_dir))
     assert result.batches_trained == 5
     assert set(result.validation_metrics) == {"val_loss"}
+
+
+def test_an_annotated_trial_searches_on_a_master_and_its_best_checkpoint_loads(
+    context_dir: Path,
+) -> None:
+    trial = import_entrypoint("model_def:AnnotatedTrial", context_dir)
+    config = {
+        "hyperparameters": {"global_batch_size": 4},
+        "searcher": {
+            "name": "random",
+            "metric": "val_loss",
+            "max_trials": 2,
+            "max_length": {"batches": 8},
+        },
+    }
+    try:
+        ref = create(trial, config, local=True, context_dir=str(context_dir))
+        assert ref.get_state() is ExperimentState.COMPLETED
+        model = ref.top_checkpoint().load()
+    finally:
+        stop_embedded_master()
+    assert isinstance(model, keras.Model)
+    assert tuple(model.predict(np.ones((3, 4), "float32"), verbose=0).shape) == (3, 1)
 
 
 class Counting:
