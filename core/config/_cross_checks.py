@@ -8,6 +8,7 @@ that), and run on every validation, so one error report lists all of them.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -23,9 +24,11 @@ from detlite.config.hyperparameters import (
     coerce_hyperparameter,
 )
 
-__all__ = ["MAX_GRID_TRIALS", "cross_field_problems"]
+__all__ = ["MAX_GRID_TRIALS", "MAX_HYPERPARAMETERS_BYTES", "cross_field_problems"]
 
 MAX_GRID_TRIALS = 2000
+#: The most JSON the ``hyperparameters`` section may hold (hundreds of hyperparameters).
+MAX_HYPERPARAMETERS_BYTES = 16 * 1024
 _HP_ADAPTER: TypeAdapter[Any] = TypeAdapter(Hyperparameter)
 _PERIODS = ("min_validation_period", "min_checkpoint_period")
 
@@ -33,6 +36,9 @@ _PERIODS = ("min_validation_period", "min_checkpoint_period")
 def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     hyperparameters = _plain(data.get("hyperparameters"))
     searcher = _plain(data.get("searcher"))
+    problems = _hyperparameters_size(hyperparameters)
+    if problems:
+        return problems
     problems = _global_batch_size(hyperparameters)
     if isinstance(searcher, Mapping) and searcher.get("name") == "grid":
         problems += _grid(hyperparameters)
@@ -84,6 +90,23 @@ def _global_batch_size(hyperparameters: Any) -> list[tuple[Loc, str]]:
         message = f"expected an integer: const, int or categorical of integers, got type {hp.type}"
         return [(here, message)]
     return []
+
+
+def _hyperparameters_size(hyperparameters: Any) -> list[tuple[Loc, str]]:
+    # Every trial stores its own draw, every trial listing carries them all, and a search
+    # method walks the whole space for each trial.
+    try:
+        size = len(json.dumps(hyperparameters, separators=(",", ":"), default=str))
+    except (TypeError, ValueError, RecursionError):
+        return []  # not JSON: the hyperparameters' own validation says what is wrong
+    if size <= MAX_HYPERPARAMETERS_BYTES:
+        return []
+    message = (
+        f"the hyperparameters are {size:,} bytes of JSON, over {MAX_HYPERPARAMETERS_BYTES:,}: "
+        "keep data in the context or in the data section, and hyperparameters to what is "
+        "searched"
+    )
+    return [(("hyperparameters",), message)]
 
 
 def _grid(hyperparameters: Any) -> list[tuple[Loc, str]]:

@@ -34,10 +34,11 @@ __all__ = [
 
 SEARCHER_NAMES: tuple[str, ...] = ("single", "random", "grid", "adaptive_asha", "pbt")
 
-#: The most trials a search may ask for (``max_trials``, a PBT ``population_size``). Search
-#: methods create up to that many trials in one event (all of them, with no concurrency
-#: limit), so this bounds the work and memory one config can cost the master.
-MAX_TRIALS = 10_000
+#: The most trials a search may ask for (``max_trials``, a PBT ``population_size``), as for a
+#: grid. Search methods create up to that many trials in one event (all of them, with no
+#: concurrency limit; 10,000 held SQLite's write lock for 16 s), so this bounds the work
+#: and memory one config can cost the master.
+MAX_TRIALS = 2_000
 TrialCount = Annotated[int, Field(gt=0, le=MAX_TRIALS)]
 #: The most rungs an ASHA bracket may have (``max_rungs``, each of ``bracket_rungs``), and
 #: the most brackets: rung lists are built from them.

@@ -18,7 +18,7 @@ from pydantic import Field, NonNegativeInt, field_validator, model_validator
 from detlite.config._base import ConfigModel
 from detlite.config._errors import Loc, did_you_mean, problems_error, show
 from detlite.config.length import Length
-from detlite.config.searcher import Divisor, RungCount, TrialCount
+from detlite.config.searcher import MAX_TRIALS, Divisor, RungCount, TrialCount
 from detlite.optuna.plugin import INSTALL
 
 __all__ = ["SAMPLERS", "ObjectiveConfig", "OptunaConfig", "sampler_class", "sampler_problems"]
@@ -154,6 +154,7 @@ def sampler_problems(name: str, options: dict[str, Any]) -> list[tuple[Loc, str]
         else:
             annotation = params[key].annotation  # text: optuna postpones its annotations
             problem = _kind_problem(annotation, value) if isinstance(annotation, str) else None
+            problem = problem or _size_problem(key, value)
             if problem:
                 problems.append((("sampler_options", key), problem))
     if problems:
@@ -184,6 +185,18 @@ _NOUNS = {
     "None": "null",
     "dict[str, Any]": "a mapping",
 }
+
+
+# Whole-number options size the work the master does for every trial it asks for (TPE scores
+# n_ei_candidates draws, the genetic samplers breed populations): bounded, as max_trials is.
+_WORK_CAPS = {"n_ei_candidates": 1_000, "population_size": 1_000, "popsize": 1_000}
+
+
+def _size_problem(key: str, value: Any) -> str | None:
+    cap = _WORK_CAPS.get(key, MAX_TRIALS)
+    if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+        return f"expected at most {cap:,}, got {value:,}: it sizes the work done for each trial"
+    return None
 
 
 def _kind_problem(annotation: str, value: Any) -> str | None:

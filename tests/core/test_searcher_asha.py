@@ -109,7 +109,7 @@ def test_brackets_by_mode() -> None:
     assert bracket_rungs(adaptive(mode="standard", **short)) == [2, 1]
     assert bracket_rungs(adaptive(mode="aggressive", **short)) == [2]
     # Capped by max_rungs; standard is (5 - 1) // 2 + 1 = 3 .. 5.
-    big = {"max_length": {"batches": 10**6}, "max_trials": 10_000, "divisor": 2}
+    big = {"max_length": {"batches": 10**6}, "max_trials": 2_000, "divisor": 2}
     assert bracket_rungs(adaptive(mode="standard", **big)) == [5, 4, 3]
     ten = {"max_length": {"batches": 1000}, "max_trials": 1000, "divisor": 10}
     assert bracket_rungs(adaptive(mode="aggressive", **ten)) == [4]

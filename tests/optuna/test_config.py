@@ -119,6 +119,21 @@ def test_defaults() -> None:
             "checkpoints and the best trial are ranked; name the others under more_objectives",
         ),
         (
+            {"sampler_options": {"n_ei_candidates": 50_000_000}},
+            "searcher.sampler_options.n_ei_candidates: expected at most 1,000, got 50,000,000: "
+            "it sizes the work done for each trial",
+        ),
+        (
+            {"sampler": "nsga2", "sampler_options": {"population_size": 10**9}},
+            "searcher.sampler_options.population_size: expected at most 1,000, got "
+            "1,000,000,000: it sizes the work done for each trial",
+        ),
+        (
+            {"sampler_options": {"n_startup_trials": 10**6}},
+            "searcher.sampler_options.n_startup_trials: expected at most 2,000, got 1,000,000: "
+            "it sizes the work done for each trial",
+        ),
+        (
             {"more_objectives": [{"metric": "loss"}]},
             "searcher.more_objectives.0.metric: 'loss' is named twice",
         ),

@@ -11,11 +11,19 @@ failed on the code before its fix:
   ``EXISTS`` each): about a thousand made SQLite's expression tree too deep (500), and
   thousands cost seconds on PostgreSQL. Every repeated filter now stops at 100.
 - **Big bodies.** A 130 MiB experiment body of 3.5 million tiny ``modelDefinition``
-  entries parsed to 3.8 GB, and two at once to 6.8 GB. A body over 1 MiB is now counted
+  entries parsed to 3.8 GB, and two at once to 6.8 GB. A big body is now counted
   before it is parsed (413 past 200,000 objects and arrays, or 8 million values), and such
   bodies are parsed one at a time.
 - **Long heads in one piece.** The 16 KiB cap on a request head held only for a head that
   arrived in parts (h11 bounds incomplete ones); 100 KB sent at once was served.
+
+A sixth pass found the sizes that multiply per trial: an optuna ``n_ei_candidates`` of 5e7
+grew the master by 300 MB/s (whole-number sampler options are now bounded: tests/optuna);
+10,000 trials created in one event held SQLite's write lock for 16 s (``MAX_TRIALS`` is now
+2,000, as for grids); a 50 KB hyperparameter copied into 10,000 trials made one trial
+listing 505 MB (the hyperparameters are at most 16 KiB of JSON); forty models of 1 MB of
+metadata made a model listing 38 MiB (metadata is at most 64 KiB), and twenty such bodies at
+once stalled health for 1.8 s (bodies over 256 KiB are parsed one at a time).
 
 A fifth pass, on the fixed code, found the ASHA arithmetic open to the same abuse:
 
@@ -40,11 +48,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from detlite.config._cross_checks import MAX_HYPERPARAMETERS_BYTES
 from detlite.config.searcher import MAX_RUNGS, MAX_TRIALS
 from detlite.master._bodies import MAX_BODY_CONTAINERS, MAX_BODY_ITEMS
 from detlite.master._limits import MAX_HEADER_BYTES
 from detlite.master.orm import Experiment
 from detlite.master.schemas._values import MAX_QUERY_ITEMS
+from detlite.master.schemas.models import MAX_METADATA_BYTES
 from detlite.searcher import AdaptiveASHASearch
 from detlite.testing.fake import linear_config
 from tests.master.conftest import LiveMaster, assert_error
@@ -235,3 +245,26 @@ def test_a_search_that_cannot_start_is_refused_at_creation(
         response = mallory.post("/api/v1/experiments", json={"config": config})
         assert_error(response, 400, "searcher: the search cannot start from this config")
         assert experiments_stored(master) == before
+
+
+def test_hyperparameters_are_at_most_16_kib(master: LiveMaster) -> None:
+    config = linear_config()
+    config["hyperparameters"]["blob"] = {"type": "const", "val": "x" * 50_000}
+    with master.client(make_user(master, "mallory")) as mallory:
+        before = experiments_stored(master)
+        response = mallory.post("/api/v1/experiments", json={"config": config})
+        (detail,) = assert_error(response, 400, "invalid experiment config")["details"]
+        assert detail["field"] == "hyperparameters"
+        assert f"over {MAX_HYPERPARAMETERS_BYTES:,}" in detail["message"]
+        assert experiments_stored(master) == before
+
+
+def test_model_metadata_is_at_most_64_kib(master: LiveMaster) -> None:
+    big = {"k": [{"a": 0}] * 20_000}  # about 160 KB of JSON
+    with master.client(make_user(master, "mallory")) as mallory:
+        response = mallory.post("/api/v1/models/m", json={"metadata": big})
+        assert_error(response, 400, "metadata")
+        assert f"over {MAX_METADATA_BYTES:,}" in response.text
+        assert mallory.post("/api/v1/models/m", json={"metadata": {"k": 1}}).status_code == 200
+        patch = {"model": {"metadata": big}}
+        assert_error(mallory.patch("/api/v1/models/m", json=patch), 400, "metadata")

@@ -5,8 +5,9 @@ Decisions:
 - A model's name comes from the path (``POST /api/v1/models/{name}``), as in the reference;
   a body that also names it must name the same model. Names are 1 to 255 characters with
   no ``/`` (they are path segments) and no leading or trailing whitespace.
-- ``metadata`` is a JSON object; ``null`` means ``{}`` when creating and "leave it" when
-  patching. Labels are de-duplicated in their given order; each is 1 to 255 characters.
+- ``metadata`` is a JSON object of at most ``MAX_METADATA_BYTES``; ``null`` means ``{}``
+  when creating and "leave it" when patching. Labels are de-duplicated in their given
+  order; each is 1 to 255 characters.
 - Every value keeps the rules of ``schemas._values`` (no NUL or lone surrogate, finite
   numbers, JSON at most 32 deep). Creating and patching share the length caps: descriptions
   and comments of at most ``MAX_DESCRIPTION`` characters, notes of at most ``MAX_NOTES``,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints
@@ -86,6 +88,23 @@ Label = Annotated[Text, StringConstraints(min_length=1, max_length=MAX_NAME)]
 Labels = Annotated[list[Label], Field(max_length=MAX_LABELS), AfterValidator(_unique)]
 ModelName = Annotated[str, AfterValidator(check_model_name)]
 
+#: A model's or a version's metadata, as JSON, is at most this long: every listing of
+#: models or versions carries it (100 models a page).
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def _bounded_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(metadata, separators=(",", ":")))
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(
+            f"metadata is {size:,} bytes of JSON, over {MAX_METADATA_BYTES:,}: keep large "
+            "data in the checkpoint's files"
+        )
+    return metadata
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(_bounded_metadata)]
+
 
 class ModelSortBy(enum.IntEnum):
     UNSPECIFIED = 0
@@ -132,7 +151,7 @@ class ModelVersion(WireModel):
 class PostModelRequest(RequestModel):
     name: ModelName | None = Field(default=None, description="must equal the path's name")
     description: Description = ""
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     labels: Labels | None = None
     notes: Notes = ""
 
@@ -141,7 +160,7 @@ class ModelPatch(RequestModel):
     """The fields to replace; those absent (or null) are left as they are."""
 
     description: Description | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     labels: Labels | None = None
     notes: Notes | None = None
 
@@ -171,7 +190,7 @@ class PostModelVersionRequest(RequestModel):
     comment: Description = ""
     labels: Labels | None = None
     notes: Notes = ""
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class ModelVersionPatch(RequestModel):
@@ -181,7 +200,7 @@ class ModelVersionPatch(RequestModel):
     comment: Description | None = None
     notes: Notes | None = None
     labels: Labels | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class PatchModelVersionRequest(RequestModel):
