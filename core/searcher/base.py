@@ -181,3 +181,8 @@ class SearchMethod(ABC):
     @abstractmethod
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
+
+    def state_saved(self) -> None:  # noqa: B027 - a hook: most methods keep nothing
+        """The master stored what ``state_dict`` last returned and is done with this
+        instance (it builds a new one, from the stored state, for the next event): what
+        the instance built may be kept for that one."""

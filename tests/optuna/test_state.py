@@ -108,3 +108,27 @@ def test_every_trial_is_told_once_the_search_ends() -> None:
             assert told["intermediate"] == [[n, m] for n, m in trial.validations]
             expected = "COMPLETE" if trial.length == 64 else "PRUNED"
             assert told["state"] == expected
+
+
+def test_a_saved_study_is_taken_back_once_and_only_for_its_own_state() -> None:
+    # The master saves a state, then builds a new instance from it for the next event.
+    first = OptunaSearch(config(**SEARCHES["tpe"]))
+    first.initial_operations(SearcherContext(SPACE, seed=3))
+    stored = json.loads(json.dumps(first.state_dict(), allow_nan=False))  # as read back
+    first.state_saved()
+    second = OptunaSearch(config(**SEARCHES["tpe"]))
+    second.load_state_dict(stored)
+    assert second.study is first.study  # kept, not rebuilt
+    third = OptunaSearch(config(**SEARCHES["tpe"]))
+    third.load_state_dict(stored)
+    assert third.study is not first.study  # taken once: another instance rebuilds it
+    assert third.study.state_dict() == first.study.state_dict()
+    # Another config with the same state never gets the kept study.
+    assert second.state_dict()["study"] == stored["study"]
+    second.state_saved()
+    other = OptunaSearch(config(**SEARCHES["qmc"]))
+    other.load_state_dict(stored)
+    assert other.study is not first.study
+    last = OptunaSearch(config(**SEARCHES["tpe"]))
+    last.load_state_dict(stored)
+    assert last.study is first.study  # still kept for its own config

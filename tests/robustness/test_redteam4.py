@@ -52,12 +52,12 @@ from detlite.config._cross_checks import MAX_HYPERPARAMETERS_BYTES
 from detlite.config.searcher import MAX_RUNGS, MAX_TRIALS
 from detlite.master._bodies import MAX_BODY_CONTAINERS, MAX_BODY_ITEMS
 from detlite.master._limits import MAX_HEADER_BYTES
-from detlite.master.orm import Experiment
-from detlite.master.schemas._values import MAX_QUERY_ITEMS
-from detlite.master.schemas.models import MAX_METADATA_BYTES
+from detlite.master.orm import Checkpoint, Experiment
+from detlite.master.schemas._values import MAX_METADATA_BYTES, MAX_QUERY_ITEMS
 from detlite.searcher import AdaptiveASHASearch
 from detlite.testing.fake import linear_config
 from tests.master.conftest import LiveMaster, assert_error
+from tests.master.factories import make_checkpoint, make_trial
 from tests.master.test_experiments import make_user
 from tests.robustness.test_redteam3 import _master_with_few_descriptors
 
@@ -257,6 +257,23 @@ def test_hyperparameters_are_at_most_16_kib(master: LiveMaster) -> None:
         assert detail["field"] == "hyperparameters"
         assert f"over {MAX_HYPERPARAMETERS_BYTES:,}" in detail["message"]
         assert experiments_stored(master) == before
+
+
+def test_checkpoint_metadata_is_at_most_64_kib(master: LiveMaster) -> None:
+    token = make_user(master, "mallory")
+    with master.client(token) as mallory:
+        created = mallory.post("/api/v1/experiments", json={"config": linear_config()})
+        exp_id = created.json()["experiment"]["id"]
+        with master.db() as db:
+            experiment = db.get_one(Experiment, exp_id)
+            uuid = make_checkpoint(db, make_trial(db, experiment), 10).uuid
+        url = f"/api/v1/checkpoints/{uuid}/metadata"
+        body = {"checkpoint": {"metadata": {"k": "x" * (MAX_METADATA_BYTES + 1)}}}
+        assert_error(mallory.post(url, json=body), 400, "metadata")
+        assert f"over {MAX_METADATA_BYTES:,}" in mallory.post(url, json=body).text
+        with master.db() as db:
+            assert db.get_one(Checkpoint, uuid).metadata_ == {}
+        assert mallory.post(url, json={"checkpoint": {"metadata": {"k": 1}}}).is_success
 
 
 def test_model_metadata_is_at_most_64_kib(master: LiveMaster) -> None:

@@ -142,7 +142,8 @@ class Driver:
         return self.started and self.shutdown is None
 
     def save(self) -> None:
-        """Write the method's state (and its progress) to the experiment row."""
+        """Write the method's state (and its progress) to the experiment row; the event is
+        over for this driver and its method."""
         self.experiment.searcher_state = {
             "version": STATE_VERSION,
             "method": self.method.state_dict(),
@@ -152,6 +153,7 @@ class Driver:
         progress = float(self.method.progress())
         if not math.isnan(progress):
             self.experiment.progress = min(max(progress, 0.0), 1.0)
+        self.method.state_saved()
 
     # -- operations ---------------------------------------------------------------------------
 

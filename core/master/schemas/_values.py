@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -57,6 +58,7 @@ from detlite.master.schemas.base import WireModel
 __all__ = [
     "INT32_MAX",
     "MAX_JSON_DEPTH",
+    "MAX_METADATA_BYTES",
     "MAX_QUERY_ITEMS",
     "MAX_SAFE_INTEGER",
     "MAX_STORED_DEPTH",
@@ -64,6 +66,7 @@ __all__ = [
     "DbId",
     "Limit",
     "LogText",
+    "Metadata",
     "Metrics",
     "Offset",
     "PathText",
@@ -363,6 +366,23 @@ QueryItem = Annotated[str, AfterValidator(check_text)]
 #: How many times a listing's filter parameter may repeat (``labels=a&labels=b``...): each
 #: label is one more condition, and SQLite refuses a query of about a thousand (a 500).
 MAX_QUERY_ITEMS = 100
+
+#: Metadata a user or a worker attaches (to a model, a version, a checkpoint) is at most this
+#: much JSON: every listing of those carries it.
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def _bounded_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(metadata, separators=(",", ":"), default=str))
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(
+            f"metadata is {size:,} bytes of JSON, over {MAX_METADATA_BYTES:,}: keep large "
+            "data in the checkpoint's files"
+        )
+    return metadata
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(_bounded_metadata)]
 #: A listing's offset (negative counts from the end) and limit (0 for all).
 Offset = Annotated[
     int,

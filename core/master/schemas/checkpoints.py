@@ -29,6 +29,7 @@ from detlite.master.schemas._values import (
     MAX_SAFE_INTEGER,
     Count,
     DbId,
+    Metadata,
     RequestModel,
     StoredJSON,
     StoredText,
@@ -113,7 +114,7 @@ class GetCheckpointsResponse(WireModel):
 class CheckpointMetadataBody(RequestModel):
     """The part of a Checkpoint the metadata edit reads; other keys are ignored."""
 
-    metadata: dict[str, Any]
+    metadata: Metadata
 
 
 class PostCheckpointMetadataRequest(RequestModel):
@@ -138,7 +139,7 @@ class ReportCheckpointRequest(RequestModel):
     batch_number: Count
     state: CheckpointState = CheckpointState.COMPLETED
     files: dict[str, ReportedFile] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     framework: Annotated[str, StringConstraints(max_length=64)] = ""
     format: Annotated[str, StringConstraints(max_length=64)] = ""
     detlite_version: Annotated[str, StringConstraints(max_length=64)] = ""

@@ -5,7 +5,7 @@ Decisions:
 - A model's name comes from the path (``POST /api/v1/models/{name}``), as in the reference;
   a body that also names it must name the same model. Names are 1 to 255 characters with
   no ``/`` (they are path segments) and no leading or trailing whitespace.
-- ``metadata`` is a JSON object of at most ``MAX_METADATA_BYTES``; ``null`` means ``{}``
+- ``metadata`` is a JSON object of at most ``_values.MAX_METADATA_BYTES``; ``null`` means ``{}``
   when creating and "leave it" when patching. Labels are de-duplicated in their given
   order; each is 1 to 255 characters.
 - Every value keeps the rules of ``schemas._values`` (no NUL or lone surrogate, finite
@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
 
 from detlite.config.experiment import MAX_DESCRIPTION, MAX_LABELS
-from detlite.master.schemas._values import RequestModel, StoredJSON, StoredText, check_text
+from detlite.master.schemas._values import (
+    Metadata,
+    RequestModel,
+    StoredJSON,
+    StoredText,
+    check_text,
+)
 from detlite.master.schemas.base import WireModel
 from detlite.master.schemas.checkpoints import Checkpoint
 from detlite.master.schemas.common import Pagination
@@ -87,23 +92,6 @@ Notes = Annotated[Text, StringConstraints(max_length=MAX_NOTES)]
 Label = Annotated[Text, StringConstraints(min_length=1, max_length=MAX_NAME)]
 Labels = Annotated[list[Label], Field(max_length=MAX_LABELS), AfterValidator(_unique)]
 ModelName = Annotated[str, AfterValidator(check_model_name)]
-
-#: A model's or a version's metadata, as JSON, is at most this long: every listing of
-#: models or versions carries it (100 models a page).
-MAX_METADATA_BYTES = 64 * 1024
-
-
-def _bounded_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    size = len(json.dumps(metadata, separators=(",", ":")))
-    if size > MAX_METADATA_BYTES:
-        raise ValueError(
-            f"metadata is {size:,} bytes of JSON, over {MAX_METADATA_BYTES:,}: keep large "
-            "data in the checkpoint's files"
-        )
-    return metadata
-
-
-Metadata = Annotated[dict[str, Any], AfterValidator(_bounded_metadata)]
 
 
 class ModelSortBy(enum.IntEnum):
