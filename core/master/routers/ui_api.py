@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
 
 from detlite.errors import APIError, DetliteError
@@ -40,6 +40,7 @@ from detlite.master.queries import trials as trial_queries
 from detlite.master.routers.experiments import ExperimentId, parse_order_by, parse_states
 from detlite.master.routers.metrics import MaxPoints
 from detlite.master.routers.trials import TrialId
+from detlite.master.scheduler import Scheduler, get_scheduler
 from detlite.master.schemas._values import (
     MAX_QUERY_ITEMS,
     Limit,
@@ -251,9 +252,11 @@ def get_trial_series(
 
 
 @router.get("/experiments/{experiment_id}/pareto")
-def get_pareto_front(experiment_id: ExperimentId, db: DbSession) -> GetParetoFrontResponse:
+def get_pareto_front(
+    request: Request, experiment_id: ExperimentId, db: DbSession
+) -> GetParetoFrontResponse:
     experiment = experiment_queries.get_experiment(db, experiment_id)
-    objectives = _objectives(experiment.config)
+    objectives = _objectives(get_scheduler(request), experiment)
     if len(objectives) < 2:
         return GetParetoFrontResponse(objectives=[], points=[])
     rank = (
@@ -300,18 +303,18 @@ def get_pareto_front(experiment_id: ExperimentId, db: DbSession) -> GetParetoFro
     return GetParetoFrontResponse(objectives=objectives, points=points)
 
 
-def _objectives(config: Mapping[str, Any]) -> list[ParetoObjective]:
+def _objectives(scheduler: Scheduler, experiment: Experiment) -> list[ParetoObjective]:
     """``searcher.metric`` and the search method's ``more_objectives``, or [] for a search
-    with one objective (or a config this master cannot load any more: a plugin gone)."""
-    plugins = get_plugins()
+    with one objective (or a config this master cannot load any more: a plugin gone). The
+    config is the scheduler's, parsed once per experiment: the page polls this."""
     try:
-        method = plugins.make_search_method(plugins.load_config(config))
+        config = scheduler.config(experiment)
+        method = get_plugins().make_search_method(config)
     except DetliteError:
         return []
-    if not method.more_objectives:
+    if not method.more_objectives or config.searcher_metric is None:
         return []
-    searcher = config["searcher"]
-    first = (searcher["metric"], bool(searcher.get("smaller_is_better", True)))
+    first = (config.searcher_metric, config.smaller_is_better)
     return [
         ParetoObjective(metric=name, smaller_is_better=smaller)
         for name, smaller in (first, *method.more_objectives)

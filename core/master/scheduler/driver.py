@@ -43,6 +43,7 @@ from detlite.config.length import Length
 from detlite.master.orm import Experiment, Trial
 from detlite.master.queries import checkpoints as checkpoint_queries
 from detlite.master.queries import experiments as experiment_queries
+from detlite.master.queries import metrics as metric_queries
 from detlite.master.queries import trials as trial_queries
 from detlite.plugins import get_plugins
 from detlite.searcher.base import (
@@ -115,14 +116,17 @@ class Driver:
         self.started = True
         self._apply(self.method.initial_operations(self.ctx))
 
-    def validation_completed(
-        self, trial: Trial, units: int, metric: float, objectives: Mapping[str, float] = {}
-    ) -> None:
-        """``objectives``: the values of the method's ``more_objectives``, if it has some."""
+    def validation_completed(self, trial: Trial, units: int, metric: float) -> None:
+        """The trial's validation at ``completed_batches`` gave ``metric`` (and the values of
+        the method's ``more_objectives``, read from its stored row, if it has some)."""
         request_id = int(trial.request_id)
         op = ValidateAfter(request_id, units)
         if self.method.more_objectives:
-            self.method.objectives_reported(request_id, objectives)
+            names = [name for name, _ in self.method.more_objectives]
+            values = metric_queries.validation_values(
+                self.db, trial.id, trial.completed_batches, names
+            )
+            self.method.objectives_reported(request_id, values)
         self._apply(self.method.validation_completed(self.ctx, request_id, metric, op))
 
     def trial_closed(self, trial: Trial) -> None:

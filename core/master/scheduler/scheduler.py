@@ -362,11 +362,7 @@ class Scheduler:
             trial.pending_ops = pending
             trial.completed_batches = length
             driver = self._driver(db, experiment)
-            objectives = {}
-            if driver.method.more_objectives:
-                names = [name for name, _ in driver.method.more_objectives]
-                objectives = metric_queries.validation_values(db, trial.id, length, names)
-            driver.validation_completed(trial, int(head["units"]), float(metric), objectives)
+            driver.validation_completed(trial, int(head["units"]), float(metric))
             driver.save()
             db.commit()
             ended = experiment.state.terminal
@@ -647,20 +643,20 @@ class Scheduler:
             Trial.state == S.ACTIVE,
             Trial.allocation_id.is_(None),
         )
+        # Trials that could never start end now, found by their experiments: a search may
+        # queue 2,000 trials, and a tick with no free slot reads none of them.
         queued = sa.select(Trial.experiment_id).join(Experiment).where(*waiting).distinct()
+        for experiment_id in db.scalars(queued).all():
+            need = self._config_of(db, experiment_id).resources.slots_per_trial
+            if need > total:
+                for trial in db.scalars(
+                    sa.select(Trial)
+                    .join(Experiment)
+                    .where(*waiting, Trial.experiment_id == experiment_id)
+                ).all():
+                    if trial.pending_ops:
+                        self._unschedulable(db, trial, need, total)
         if free <= 0:
-            # Nothing can start, so no trial is read (a search may queue 10,000): only those
-            # that could never start are ended now.
-            for experiment_id in db.scalars(queued):
-                need = self._config_of(db, experiment_id).resources.slots_per_trial
-                if need > total:
-                    for trial in db.scalars(
-                        sa.select(Trial)
-                        .join(Experiment)
-                        .where(*waiting, Trial.experiment_id == experiment_id)
-                    ):
-                        if trial.pending_ops:
-                            self._unschedulable(db, trial, need, total)
             return
         # Columns only: ORM objects of every queued trial cost about 60 us each per tick.
         runnable = db.execute(
@@ -680,9 +676,6 @@ class Scheduler:
         for _, experiment_id, trial_id in candidates:
             resources = self._config_of(db, experiment_id).resources
             need = resources.slots_per_trial
-            if need > total:
-                self._unschedulable(db, db.get_one(Trial, trial_id), need, total)
-                continue
             held = used.get(experiment_id, 0)
             if need > free or (
                 resources.max_slots is not None and held + need > resources.max_slots
